@@ -1,0 +1,170 @@
+"""The skorch core shared by skmeta's torch learners: episodic training on tasks.
+
+skorch's data handling takes arrays, not task lists, so the core gets a
+task-level ``Dataset`` and a collate function that turns a meta-batch of
+tasks into tensors; each learner supplies the collate function and the
+episode loss. Devices, callbacks, progress bars, histories, checkpoints and
+``module__*`` parameters are skorch's own.
+"""
+
+import contextlib
+import copy
+import inspect
+
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from skorch import NeuralNet
+from skorch.callbacks import PassthroughScoring, ProgressBar
+from skorch.dataset import ValidSplit
+from torch.utils.data import Dataset
+
+from ._routing import RoutedParamsMixin
+from .nn import MLP
+
+
+class TaskDataset(Dataset):
+    """A task collection as a torch ``Dataset``: item ``i`` is task ``i``."""
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+
+    def __len__(self):
+        return len(self.tasks)
+
+    def __getitem__(self, index):
+        return self.tasks[index]
+
+
+class EpisodicNet(NeuralNet):
+    """skorch ``NeuralNet`` whose samples are tasks and whose batches are
+    meta-batches.
+
+    Subclasses implement ``episode_loss(batch, training)``, returning the
+    meta-loss of a collated meta-batch and its query accuracy (None for
+    regression). ``grad_at_eval`` says whether evaluation needs gradients
+    (an inner loop does).
+    """
+
+    grad_at_eval = False
+
+    def get_dataset(self, X, y=None):
+        return X if isinstance(X, Dataset) else TaskDataset(X)
+
+    def get_default_callbacks(self):
+        return [*super().get_default_callbacks(),
+                ("train_acc", PassthroughScoring("train_acc", lower_is_better=False,
+                                                 on_train=True)),
+                ("valid_acc", PassthroughScoring("valid_acc", lower_is_better=False))]
+
+    def train_step_single(self, batch, **fit_params):
+        self._set_training(True)
+        loss = self._episode_step(batch, "train")
+        loss.backward()
+        return {"loss": loss, "y_pred": None}
+
+    def validation_step(self, batch, **fit_params):
+        self._set_training(False)
+        with torch.set_grad_enabled(self.grad_at_eval):
+            loss = self._episode_step(batch, "valid")
+        return {"loss": loss.detach(), "y_pred": None}
+
+    def _episode_step(self, batch, prefix):
+        loss, accuracy = self.episode_loss(batch, training=prefix == "train")
+        if not torch.isfinite(loss):
+            epoch, step = len(self.history), len(self.history[-1, "batches"]) + 1
+            raise FloatingPointError(
+                f"The meta-loss became {loss.item()} in epoch {epoch}, meta-batch "
+                f"{step}; training stopped and the module keeps the parameters "
+                "of the last finite step. A learning rate that is too high "
+                "(meta_lr, or inner_lr where there is one) is the usual cause.")
+        if accuracy is not None:
+            self.history.record_batch(f"{prefix}_acc", float(accuracy))
+        return loss
+
+    def episode_loss(self, batch, training):
+        raise NotImplementedError
+
+
+class EpisodicLearner(RoutedParamsMixin, BaseEstimator):
+    """Base of the learners whose torch core is an :class:`EpisodicNet`.
+
+    Subclasses put :class:`~skmeta.base.MetaClassifierMixin` or
+    :class:`~skmeta.base.MetaRegressorMixin` on its left and set ``_core``
+    (the ``EpisodicNet`` subclass), ``_collate`` (meta-batch of tasks to
+    tensors) and ``_criterion``; they may extend ``_module_kwargs`` with
+    sizes taken from the data.
+    """
+
+    _core = EpisodicNet
+    _criterion = torch.nn.CrossEntropyLoss
+
+    @staticmethod
+    def _collate(tasks):
+        raise NotImplementedError
+
+    @property
+    def history_(self):
+        """The skorch ``History`` of meta-training: losses and accuracies per
+        epoch and meta-batch."""
+        return self.net_.history
+
+    def _fit(self, tasks):
+        seed = check_random_state(self.random_state).randint(2**31)
+        self.net_ = self._core(**self._core_params(tasks, seed))
+        with _seeded(seed, self.device):
+            self.net_.fit(TaskDataset(tasks))
+
+    def _core_params(self, tasks, seed):
+        module = self.module if self.module is not None else MLP
+        if isinstance(module, torch.nn.Module):
+            module_params = {}
+            module = copy.deepcopy(module)  # fitting must not train the user's
+        else:
+            module_params = {f"module__{k}": v
+                             for k, v in self._module_kwargs(tasks).items()
+                             if _accepts(module, k)}
+            module_params.update(self._routed_params("module__"))
+        split = (None if self.validation_fraction is None else
+                 ValidSplit(self.validation_fraction, stratified=False,
+                            random_state=seed))
+        callbacks = list(self.callbacks or [])
+        if self.verbose and not any(isinstance(_callback(c), ProgressBar)
+                                    for c in callbacks):
+            callbacks.append(ProgressBar())
+        return dict(module=module, **module_params, criterion=self._criterion,
+                    optimizer=torch.optim.Adam, lr=self.meta_lr,
+                    max_epochs=self.max_epochs, batch_size=self.meta_batch_size,
+                    train_split=split, callbacks=callbacks, verbose=self.verbose,
+                    device=self.device, iterator_train__shuffle=True,
+                    iterator_train__collate_fn=self._collate,
+                    iterator_valid__collate_fn=self._collate)
+
+    def _module_kwargs(self, tasks):
+        return {"in_features": self.n_features_in_}
+
+    def _frozen_module(self):
+        """A CPU copy of the meta-trained module in eval mode, for adapted
+        estimators (standalone, picklable anywhere)."""
+        module = copy.deepcopy(self.net_.module_).cpu().eval()
+        return module.requires_grad_(False)
+
+
+def _accepts(module_class, name):
+    parameters = inspect.signature(module_class).parameters
+    return name in parameters or any(
+        p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def _callback(entry):
+    return entry[1] if isinstance(entry, tuple) else entry
+
+
+@contextlib.contextmanager
+def _seeded(seed, device):
+    """Seed torch for the block and restore the caller's random state after."""
+    device = torch.device(device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,183 @@
+"""The meta-estimator contract shared by every skmeta learner.
+
+A meta-learner's samples are tasks: ``fit`` meta-trains on a task collection,
+``adapt`` turns one support set into a standalone fitted estimator, and
+``predict``/``score`` adapt on each task's support set and evaluate on its
+query set. Because tasks are the samples, scikit-learn's model selection
+(``GridSearchCV``, ``cross_val_score``) splits task collections unchanged.
+"""
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .tasks import check_tasks
+
+
+class MetaLearnerMixin:
+    """The contract of skmeta's meta-learners: fit on tasks, adapt to a new one.
+
+    Learners inherit it through :class:`MetaClassifierMixin` or
+    :class:`MetaRegressorMixin`, left of ``BaseEstimator``, and implement
+    ``_fit(tasks)`` (tasks already validated by
+    :func:`skmeta.tasks.check_tasks`) and ``_adapt(X, y)``, which returns a
+    new fitted estimator.
+    """
+
+    _task_type = "classification"
+
+    def fit(self, tasks, y=None):
+        """Meta-train on a task collection.
+
+        Parameters
+        ----------
+        tasks : sequence of Task or tuple
+            Training tasks (see :func:`skmeta.tasks.check_tasks`); each needs
+            query labels, or is an ``(X, y)`` pair that is split.
+        y : None
+            Ignored; present for scikit-learn's API.
+
+        Returns
+        -------
+        self : object
+        """
+        tasks = self._check_tasks(tasks)
+        self.n_features_in_ = tasks[0].X_support.shape[1]
+        self._fit(tasks)
+        return self
+
+    def adapt(self, X_support, y_support):
+        """Adapt to a new task from its labelled support set.
+
+        Parameters
+        ----------
+        X_support : array-like of shape (n_support, n_features)
+        y_support : array-like of shape (n_support,)
+
+        Returns
+        -------
+        estimator : scikit-learn estimator
+            A new, fitted, standalone estimator for the task (the meta-learner
+            is not changed). Its own ``fit(X, y)`` adapts again from the
+            meta-learned starting point.
+        """
+        check_is_fitted(self)
+        n_features = np.shape(X_support)[1] if np.ndim(X_support) == 2 else None
+        if n_features is not None and n_features != self.n_features_in_:
+            raise ValueError(
+                f"X_support has {n_features} features, but {type(self).__name__} "
+                f"was meta-trained on tasks with {self.n_features_in_}.")
+        return self._adapt(X_support, y_support)
+
+    def predict(self, tasks):
+        """Adapt on each task's support set and predict its query set.
+
+        Parameters
+        ----------
+        tasks : sequence of Task or tuple
+            Tasks with support sets and query features (query labels are not
+            needed).
+
+        Returns
+        -------
+        list of ndarray
+            One array of query predictions per task, in the user's labels.
+        """
+        tasks = self._check_tasks(tasks, require_y_query=False)
+        return [self.adapt(t.X_support, t.y_support).predict(t.X_query)
+                for t in tasks]
+
+    def score(self, tasks, y=None):
+        """Mean query score after adapting on each task's support set.
+
+        Accuracy for classifiers, R² for regressors, averaged over tasks.
+
+        Parameters
+        ----------
+        tasks : sequence of Task or tuple
+            Tasks with query labels.
+        y : None
+            Ignored; present for scikit-learn's API.
+
+        Returns
+        -------
+        score : float
+        """
+        tasks = self._check_tasks(tasks)
+        return float(np.mean([
+            self.adapt(t.X_support, t.y_support).score(t.X_query, t.y_query)
+            for t in tasks]))
+
+    def _check_tasks(self, tasks, require_y_query=True):
+        return check_tasks(tasks, task_type=self._task_type,
+                           require_y_query=require_y_query,
+                           random_state=getattr(self, "random_state", None))
+
+
+class MetaClassifierMixin(MetaLearnerMixin, ClassifierMixin):
+    """Mixin of meta-learners for classification tasks (score: accuracy)."""
+
+
+class MetaRegressorMixin(MetaLearnerMixin, RegressorMixin):
+    """Mixin of meta-learners for regression tasks (score: R²)."""
+
+    _task_type = "regression"
+
+
+class AdaptedClassifier(ClassifierMixin, BaseEstimator):
+    """Base class of the per-task classifiers that ``adapt`` returns.
+
+    Handles scikit-learn's input validation and the mapping between the
+    user's labels (``classes_``) and the indices ``0..n_classes-1`` that
+    subclasses work with: they implement ``_fit_encoded(X, y_encoded)`` and
+    ``_predict_proba(X)``.
+    """
+
+    def fit(self, X, y):
+        """Adapt to the task whose labelled examples are ``X``, ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self : object
+        """
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        self.classes_, y_encoded = np.unique(y, return_inverse=True)
+        self._fit_encoded(X, y_encoded)
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        return self._predict_proba(X)
+
+    def predict(self, X):
+        """Most probable class of each row, in the user's labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+

@@ -1,0 +1,50 @@
+"""The task: one small supervised dataset, split into support and query sets."""
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One few-shot task: a support set to adapt on and a query set to evaluate on.
+
+    Tasks are the samples of a meta-learner: ``fit``, ``predict`` and ``score``
+    take lists of them. A 4-tuple ``(X_support, y_support, X_query, y_query)``
+    or a 2-tuple ``(X, y)`` (split into support and query by the estimator)
+    may be given wherever a ``Task`` is accepted.
+
+    Parameters
+    ----------
+    X_support : array-like of shape (n_support, n_features)
+        Features of the labelled examples the learner adapts on.
+    y_support : array-like of shape (n_support,)
+        Their labels (any hashable values: ints, strings) or, for
+        regression, their targets.
+    X_query : array-like of shape (n_query, n_features), default=None
+        Features of the examples to predict.
+    y_query : array-like of shape (n_query,), default=None
+        Their labels; needed to meta-train and to score.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmeta import Task
+    >>> task = Task(np.eye(2), ["cat", "dog"], np.eye(2), ["cat", "dog"])
+    >>> task.n_support, task.n_query
+    (2, 2)
+    """
+
+    X_support: Any
+    y_support: Any
+    X_query: Any = None
+    y_query: Any = None
+
+    @property
+    def n_support(self):
+        """Number of support examples."""
+        return len(self.y_support)
+
+    @property
+    def n_query(self):
+        """Number of query examples (0 when the task has no query set)."""
+        return 0 if self.X_query is None else len(self.X_query)

@@ -1,0 +1,213 @@
+"""check_tasks: the one validator every meta-learner runs on its input."""
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+
+from ._task import Task
+
+_COLLECTION_HINT = (
+    "a task collection: a list of skmeta.Task, of (X, y) or of "
+    "(X_support, y_support, X_query, y_query) tuples, or an EpisodeSampler")
+
+
+def check_tasks(tasks, *, task_type="classification", require_y_query=True,
+                query_size=0.5, random_state=None):
+    """Validate a task collection and return it as a list of clean ``Task``.
+
+    Every meta-learner calls this on its input, so every learner reports bad
+    input the same way: a ``ValueError`` or ``TypeError`` whose message
+    starts with the index of the offending task and says what is wrong.
+
+    Parameters
+    ----------
+    tasks : sequence of Task or tuple
+        The task collection. 2-tuples ``(X, y)`` are split into support and
+        query sets (stratified for classification).
+    task_type : {"classification", "regression"}, default="classification"
+        Classification tasks need two classes in their support set and query
+        labels that the support set has; regression targets must be finite.
+    require_y_query : bool, default=True
+        Whether each task needs query labels (fit and score need them,
+        predict does not).
+    query_size : float, default=0.5
+        Fraction of a 2-tuple task's examples that goes to its query set.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the splits of 2-tuple tasks; task ``i`` gets its own seed
+        derived from it, so a given collection is split reproducibly.
+
+    Returns
+    -------
+    list of Task
+        ``X`` arrays as C-contiguous float32 of shape (n, n_features), ``y``
+        arrays 1-D with the user's labels (float64 targets for regression).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skmeta.tasks import check_tasks
+    >>> X, y = np.arange(16.0).reshape(8, 2), [0, 1] * 4
+    >>> [task] = check_tasks([(X, y)], random_state=0)
+    >>> task.X_support.shape, task.X_query.shape
+    ((4, 2), (4, 2))
+    >>> check_tasks([(X, [0] * 8)])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Task 0: y has a single class (0); a classification task needs...
+    """
+    if task_type not in ("classification", "regression"):
+        raise ValueError(f"task_type must be 'classification' or 'regression', "
+                         f"got {task_type!r}.")
+    check_collection(tasks)
+    seed = check_random_state(random_state).randint(2**31 - len(tasks))
+    checked = [_check_task(task, i, task_type, require_y_query, query_size,
+                           seed + i) for i, task in enumerate(tasks)]
+    n_features = checked[0].X_support.shape[1]
+    for i, task in enumerate(checked):
+        if task.X_support.shape[1] != n_features:
+            raise ValueError(
+                f"Task {i}: X has {task.X_support.shape[1]} features, but task 0 "
+                f"has {n_features}; all tasks must have the same features.")
+    return checked
+
+
+def check_collection(tasks):
+    """Raise unless ``tasks`` is a non-empty, sized, indexable sequence."""
+    if isinstance(tasks, (np.ndarray, str, bytes)) or hasattr(tasks, "iloc"):
+        raise TypeError(
+            f"Expected {_COLLECTION_HINT}; got a {type(tasks).__name__}. To "
+            "meta-train on one labelled dataset, draw tasks from it with "
+            "skmeta.tasks.EpisodeSampler(X, y, ...).")
+    if not isinstance(tasks, Sequence):
+        raise TypeError(f"Expected {_COLLECTION_HINT}; got a "
+                        f"{type(tasks).__name__}, which is not a sized, "
+                        "indexable sequence (wrap it in list(...)).")
+    if len(tasks) == 0:
+        raise ValueError("Expected a non-empty task collection, got 0 tasks.")
+
+
+def _check_task(task, index, task_type, require_y_query, query_size, seed):
+    prefix = f"Task {index}: "
+    try:
+        if isinstance(task, Task):
+            parts = (task.X_support, task.y_support, task.X_query, task.y_query)
+        elif isinstance(task, tuple) and len(task) == 2:
+            return _split_task(*task, task_type, query_size, seed)
+        elif isinstance(task, tuple) and len(task) == 4:
+            parts = task
+        else:
+            size = f"a {len(task)}-tuple" if isinstance(task, tuple) else (
+                f"a {type(task).__name__}")
+            raise TypeError(f"expected a skmeta.Task, an (X, y) tuple or an "
+                            f"(X_support, y_support, X_query, y_query) tuple, "
+                            f"got {size}.")
+        return _check_parts(*parts, task_type, require_y_query)
+    except (TypeError, ValueError) as error:
+        raise type(error)(prefix + str(error)) from None
+
+
+def _split_task(X, y, task_type, query_size, seed):
+    X, y = _check_Xy(X, y, "X", "y", task_type)
+    if task_type == "classification":
+        classes, counts = np.unique(y, return_counts=True)
+        _check_two_classes(classes, "y")
+        if counts.min() < 2:
+            raise ValueError(
+                f"class {classes.tolist()[counts.argmin()]!r} has a single example, so "
+                "the (X, y) task cannot be split into support and query sets "
+                "that both hold it; give (X_support, y_support, X_query, "
+                "y_query) instead.")
+    stratify = y if task_type == "classification" else None
+    try:
+        X_s, X_q, y_s, y_q = train_test_split(
+            X, y, test_size=query_size, stratify=stratify, random_state=seed)
+    except ValueError as error:
+        raise ValueError(f"cannot split (X, y) into support and query sets "
+                         f"({error}).") from None
+    return Task(X_s, y_s, X_q, y_q)
+
+
+def _check_parts(X_s, y_s, X_q, y_q, task_type, require_y_query):
+    X_s, y_s = _check_Xy(X_s, y_s, "X_support", "y_support", task_type)
+    if task_type == "classification":
+        _check_two_classes(np.unique(y_s), "y_support")
+    if X_q is None:
+        raise ValueError("X_query is missing; give the task a query set, or "
+                         "pass it as an (X, y) tuple to have it split.")
+    if y_q is None:
+        if require_y_query:
+            raise ValueError("y_query is missing; fitting and scoring need "
+                             "query labels.")
+        return Task(X_s, y_s, _check_X(X_q, "X_query"), None)
+    X_q, y_q = _check_Xy(X_q, y_q, "X_query", "y_query", task_type)
+    if task_type == "classification":
+        unseen = np.setdiff1d(y_q, y_s)
+        if len(unseen):
+            raise ValueError(
+                f"query labels {unseen.tolist()} are not among the support "
+                f"set's classes {np.unique(y_s).tolist()}; every query class "
+                "needs support examples.")
+    return Task(X_s, y_s, X_q, y_q)
+
+
+def _check_Xy(X, y, X_name, y_name, task_type):
+    X, y = _check_X(X, X_name), _check_y(y, y_name, task_type)
+    if len(X) != len(y):
+        raise ValueError(f"{X_name} has {len(X)} rows but {y_name} has "
+                         f"{len(y)} values.")
+    return X, y
+
+
+def _check_X(X, name):
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be numeric, got dtype {X.dtype}.") from None
+    if X.ndim != 2:
+        hint = " (reshape one feature with X.reshape(-1, 1))" if X.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got a "
+                         f"{X.ndim}-D array of shape {X.shape}{hint}.")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: the task has no examples.")
+    if X.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features.")
+    _check_finite(X, name)
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def _check_y(y, name, task_type):
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.ravel()
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {y.shape}.")
+    if task_type == "regression":
+        if y.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be numeric for regression, got "
+                            f"dtype {y.dtype}.")
+        y = y.astype(np.float64)
+        _check_finite(y, name)
+    elif y.dtype.kind == "f":
+        _check_finite(y, name)
+    elif y.dtype.kind == "O":
+        kinds = {type(v).__name__ for v in y}
+        if len(kinds) > 1:
+            raise TypeError(f"{name} mixes label types {sorted(kinds)}; use "
+                            "one type (all ints or all strings).")
+    return y
+
+
+def _check_finite(a, name):
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        problem = "NaN" if np.isnan(a).any() else "infinity"
+        raise ValueError(f"{name} contains {problem}; remove or impute it.")
+
+
+def _check_two_classes(classes, name):
+    if len(classes) < 2:
+        raise ValueError(f"{name} has a single class ({classes.tolist()[0]!r}); a "
+                         "classification task needs at least two.")
