@@ -73,7 +73,7 @@ class ConvNet(nn.Module):
     >>> from skmeta.nn import ConvNet
     >>> net = ConvNet(input_shape=(1, 8, 8), channels=(16, 16))
     >>> net(torch.zeros(3, 64)).shape
-    torch.Size([3, 256])
+    torch.Size([3, 64])
     """
 
     def __init__(self, input_shape, channels=(64, 64, 64, 64), out_features=None,
@@ -88,7 +88,6 @@ class ConvNet(nn.Module):
                 f"ConvNet(input_shape={input_shape}) reads "
                 f"{math.prod(input_shape)} features per row, but the data has "
                 f"{in_features}.")
-        self.input_shape = input_shape
         blocks, (depth, height, width) = [], input_shape
         for size in channels:
             block = [nn.Conv2d(depth, size, 3, padding=1), nn.BatchNorm2d(size),
@@ -98,10 +97,11 @@ class ConvNet(nn.Module):
                 height, width = height // 2, width // 2
             blocks += block
             depth = size
-        self.body = nn.Sequential(*blocks, nn.Flatten())
+        self.body = nn.Sequential(nn.Unflatten(1, input_shape), *blocks,
+                                  nn.Flatten())
         n_embedding = depth * height * width
         self.head = nn.Identity() if out_features is None else nn.Linear(
             n_embedding, out_features)
 
     def forward(self, X):
-        return self.head(self.body(X.reshape(-1, *self.input_shape)))
+        return self.head(self.body(X))
