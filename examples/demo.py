@@ -39,8 +39,9 @@ def main(quick):
                                random_state=0, verbose=0)
     start = time.perf_counter()
     model.fit(train)
+    seconds = time.perf_counter() - start
     print(f"Meta-trained on {len(train)} tasks x {model.max_epochs} epochs over "
-          f"{len(digits.train_classes)} classes in {time.perf_counter() - start:.0f} s.")
+          f"{len(digits.train_classes)} classes in {seconds:.0f} s.")
 
     rows = []
     for k_shot in (1, 5):
