@@ -1,4 +1,5 @@
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,10 @@ BAD_TASKS = [
     (with_task(Task(X, np.zeros(6), X, np.zeros(6))), ValueError,
      "Task 1: y_support has a single class (0.0); a classification task needs "
      "at least two."),
+    (with_task(Task(X, Y, X[:, :2], Y)), ValueError,
+     "Task 1: X_query has 2 features but X_support has 3."),
+    (with_task(Task(X, Y, X, Y[:4])), ValueError,
+     "Task 1: X_query has 6 rows but y_query has 4 values."),
     (with_task(Task(X, Y[:5], X, Y)), ValueError,
      "Task 1: X_support has 6 rows but y_support has 5 values."),
     (with_task(Task(X.astype(str).astype(object) + "x", Y, X, Y)), TypeError,
@@ -164,3 +169,23 @@ def test_train_test_split_classes_is_disjoint_and_complete(digits):
     assert len(X_tr) + len(X_te) == len(digits.data)
     with pytest.raises(ValueError, match="leaves no class on one side"):
         train_test_split_classes(digits.data, digits.target, test_size=40)
+
+
+class BadAtFive(Sequence):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        return Task(X[:, :2], Y, X[:, :2], Y) if index == 5 else good()
+
+
+def test_lazy_collections_are_validated_as_read(digits):
+    sampler = EpisodeSampler(digits.data, digits.target, n_way=5, n_query=2,
+                             n_tasks=10**6, random_state=0)
+    checked = check_tasks(sampler)
+    assert len(checked) == 10**6 and checked[-1].X_query.shape == (10, 64)
+    lazy = check_tasks(BadAtFive())
+    assert lazy[4].X_support.shape == (6, 3) and len(lazy[2:4]) == 2
+    with pytest.raises(ValueError, match="^Task 5: X has 2 features, but task 0 "
+                       "has 3"):
+        lazy[5]

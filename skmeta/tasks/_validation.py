@@ -1,6 +1,7 @@
 """check_tasks: the one validator every meta-learner runs on its input."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -40,9 +41,13 @@ def check_tasks(tasks, *, task_type="classification", require_y_query=True,
 
     Returns
     -------
-    list of Task
+    list of Task, or CheckedTasks
         ``X`` arrays as C-contiguous float32 of shape (n, n_features), ``y``
         arrays 1-D with the user's labels (float64 targets for regression).
+        Lists and tuples are validated at once; any other collection (an
+        :class:`EpisodeSampler`, a store on disk) comes back as a lazy
+        :class:`CheckedTasks` that validates each task as it is read, so a
+        collection of millions of episodes is never held in memory.
 
     Examples
     --------
@@ -62,15 +67,33 @@ def check_tasks(tasks, *, task_type="classification", require_y_query=True,
                          f"got {task_type!r}.")
     check_collection(tasks)
     seed = check_random_state(random_state).randint(2**31 - len(tasks))
-    checked = [_check_task(task, i, task_type, require_y_query, query_size,
-                           seed + i) for i, task in enumerate(tasks)]
-    n_features = checked[0].X_support.shape[1]
-    for i, task in enumerate(checked):
-        if task.X_support.shape[1] != n_features:
-            raise ValueError(
-                f"Task {i}: X has {task.X_support.shape[1]} features, but task 0 "
-                f"has {n_features}; all tasks must have the same features.")
-    return checked
+    first = _TaskChecker(task_type, require_y_query, query_size, seed)(tasks[0], 0)
+    checker = _TaskChecker(task_type, require_y_query, query_size, seed,
+                           n_features=first.X_support.shape[1])
+    if isinstance(tasks, (list, tuple)):
+        return [checker(task, i) for i, task in enumerate(tasks)]
+    return CheckedTasks(tasks, checker)
+
+
+class CheckedTasks(Sequence):
+    """A lazy task collection validated task by task as it is read.
+
+    What :func:`check_tasks` returns for collections that are not lists or
+    tuples (episode samplers, on-disk stores), so that no more than one
+    meta-batch of tasks is ever in memory.
+    """
+
+    def __init__(self, tasks, checker):
+        self.tasks, self.checker = tasks, checker
+
+    def __len__(self):
+        return len(self.tasks)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]
+        return self.checker(self.tasks[index], index)
 
 
 def check_collection(tasks):
@@ -88,24 +111,43 @@ def check_collection(tasks):
         raise ValueError("Expected a non-empty task collection, got 0 tasks.")
 
 
-def _check_task(task, index, task_type, require_y_query, query_size, seed):
-    prefix = f"Task {index}: "
-    try:
+@dataclass(frozen=True)
+class _TaskChecker:
+    """Validates task ``index`` of a collection (see :func:`check_tasks`)."""
+
+    task_type: str
+    require_y_query: bool
+    query_size: float
+    seed: int
+    n_features: int | None = None
+
+    def __call__(self, task, index):
+        try:
+            checked = self._check(task, index)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"Task {index}: {error}") from None
+        width = checked.X_support.shape[1]
+        if self.n_features is not None and width != self.n_features:
+            raise ValueError(
+                f"Task {index}: X has {width} features, but task 0 has "
+                f"{self.n_features}; all tasks must have the same features.")
+        return checked
+
+    def _check(self, task, index):
+        if isinstance(task, tuple) and len(task) == 2:
+            return _split_task(*task, self.task_type, self.query_size,
+                               self.seed + index)
         if isinstance(task, Task):
             parts = (task.X_support, task.y_support, task.X_query, task.y_query)
-        elif isinstance(task, tuple) and len(task) == 2:
-            return _split_task(*task, task_type, query_size, seed)
         elif isinstance(task, tuple) and len(task) == 4:
             parts = task
         else:
-            size = f"a {len(task)}-tuple" if isinstance(task, tuple) else (
-                f"a {type(task).__name__}")
-            raise TypeError(f"expected a skmeta.Task, an (X, y) tuple or an "
-                            f"(X_support, y_support, X_query, y_query) tuple, "
-                            f"got {size}.")
-        return _check_parts(*parts, task_type, require_y_query)
-    except (TypeError, ValueError) as error:
-        raise type(error)(prefix + str(error)) from None
+            kind = (f"a {len(task)}-tuple" if isinstance(task, tuple)
+                    else f"a {type(task).__name__}")
+            raise TypeError("expected a skmeta.Task, an (X, y) tuple or an "
+                            "(X_support, y_support, X_query, y_query) tuple, "
+                            f"got {kind}.")
+        return _check_parts(*parts, self.task_type, self.require_y_query)
 
 
 def _split_task(X, y, task_type, query_size, seed):
@@ -136,12 +178,17 @@ def _check_parts(X_s, y_s, X_q, y_q, task_type, require_y_query):
     if X_q is None:
         raise ValueError("X_query is missing; give the task a query set, or "
                          "pass it as an (X, y) tuple to have it split.")
+    X_q = _check_X(X_q, "X_query")
+    if X_q.shape[1] != X_s.shape[1]:
+        raise ValueError(f"X_query has {X_q.shape[1]} features but X_support "
+                         f"has {X_s.shape[1]}.")
     if y_q is None:
         if require_y_query:
             raise ValueError("y_query is missing; fitting and scoring need "
                              "query labels.")
-        return Task(X_s, y_s, _check_X(X_q, "X_query"), None)
-    X_q, y_q = _check_Xy(X_q, y_q, "X_query", "y_query", task_type)
+        return Task(X_s, y_s, X_q, None)
+    y_q = _check_y(y_q, "y_query", task_type)
+    _check_lengths(X_q, y_q, "X_query", "y_query")
     if task_type == "classification":
         unseen = np.setdiff1d(y_q, y_s)
         if len(unseen):
@@ -154,10 +201,14 @@ def _check_parts(X_s, y_s, X_q, y_q, task_type, require_y_query):
 
 def _check_Xy(X, y, X_name, y_name, task_type):
     X, y = _check_X(X, X_name), _check_y(y, y_name, task_type)
+    _check_lengths(X, y, X_name, y_name)
+    return X, y
+
+
+def _check_lengths(X, y, X_name, y_name):
     if len(X) != len(y):
         raise ValueError(f"{X_name} has {len(X)} rows but {y_name} has "
                          f"{len(y)} values.")
-    return X, y
 
 
 def _check_X(X, name):
