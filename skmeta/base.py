@@ -8,6 +8,7 @@ query set. Because tasks are the samples, scikit-learn's model selection
 """
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -85,8 +86,7 @@ class MetaLearnerMixin:
             One array of query predictions per task, in the user's labels.
         """
         tasks = self._check_tasks(tasks, require_y_query=False)
-        return [self.adapt(t.X_support, t.y_support).predict(t.X_query)
-                for t in tasks]
+        return self._per_task(_predict_task, tasks)
 
     def score(self, tasks, y=None):
         """Mean query score after adapting on each task's support set.
@@ -105,14 +105,28 @@ class MetaLearnerMixin:
         score : float
         """
         tasks = self._check_tasks(tasks)
-        return float(np.mean([
-            self.adapt(t.X_support, t.y_support).score(t.X_query, t.y_query)
-            for t in tasks]))
+        return float(np.mean(self._per_task(_score_task, tasks)))
+
+    def _per_task(self, function, tasks):
+        """``function(self, task)`` for each task: the task executors, run
+        through joblib with ``n_jobs`` and whichever backend is active
+        (``joblib.parallel_backend("dask")`` or ``"ray"`` included)."""
+        parallel = Parallel(n_jobs=getattr(self, "n_jobs", None))
+        return parallel(delayed(function)(self, task) for task in tasks)
 
     def _check_tasks(self, tasks, require_y_query=True):
         return check_tasks(tasks, task_type=self._task_type,
                            require_y_query=require_y_query,
                            random_state=getattr(self, "random_state", None))
+
+
+def _predict_task(learner, task):
+    return learner.adapt(task.X_support, task.y_support).predict(task.X_query)
+
+
+def _score_task(learner, task):
+    adapted = learner.adapt(task.X_support, task.y_support)
+    return adapted.score(task.X_query, task.y_query)
 
 
 class MetaClassifierMixin(MetaLearnerMixin, ClassifierMixin):

@@ -154,6 +154,11 @@ class ProtoNetClassifier(MetaClassifierMixin, EpisodicLearner):
         Torch device for meta-training ("cuda" for a GPU).
     callbacks : list of skorch callbacks or None, default=None
         E.g. early stopping, checkpoints, learning-rate schedules.
+    n_jobs : int or None, default=None
+        Parallel jobs for the per-task work of ``predict`` and ``score``
+        (adapting and evaluating each task), through joblib: None means 1
+        unless a ``joblib.parallel_backend`` context (e.g. Dask, Ray) says
+        otherwise.
     verbose : int, default=0
         If positive, print an epoch log and a progress bar.
     random_state : int, RandomState instance or None, default=None
@@ -190,7 +195,8 @@ class ProtoNetClassifier(MetaClassifierMixin, EpisodicLearner):
 
     def __init__(self, module=None, *, max_epochs=10, meta_batch_size=8,
                  meta_lr=1e-3, validation_fraction=None, device="cpu",
-                 callbacks=None, verbose=0, random_state=None, **kwargs):
+                 callbacks=None, n_jobs=None, verbose=0, random_state=None,
+                 **kwargs):
         self.module = module
         self.max_epochs = max_epochs
         self.meta_batch_size = meta_batch_size
@@ -198,6 +204,7 @@ class ProtoNetClassifier(MetaClassifierMixin, EpisodicLearner):
         self.validation_fraction = validation_fraction
         self.device = device
         self.callbacks = callbacks
+        self.n_jobs = n_jobs
         self.verbose = verbose
         self.random_state = random_state
         self._store_routed(kwargs)
