@@ -17,8 +17,9 @@ from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from skorch.callbacks import PassthroughScoring, ProgressBar
 from skorch.dataset import ValidSplit
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from . import distributed
 from ._routing import RoutedParamsMixin
 from .nn import MLP
 
@@ -57,10 +58,20 @@ class EpisodicNet(NeuralNet):
                                                  on_train=True)),
                 ("valid_acc", PassthroughScoring("valid_acc", lower_is_better=False))]
 
+    def get_iterator(self, dataset, training=False):
+        if not (training and distributed.is_data_parallel()):
+            return super().get_iterator(dataset, training)
+        return DataLoader(dataset, batch_sampler=distributed.ShareBatchSampler(
+            dataset, self.batch_size), collate_fn=self.iterator_train__collate_fn)
+
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
         loss = self._episode_step(batch, "train")
-        loss.backward()
+        if distributed.is_data_parallel():
+            parameters = [p for _, p in self.get_all_learnable_params()]
+            loss = distributed.backward_share(loss, len(batch), parameters)
+        else:
+            loss.backward()
         return {"loss": loss, "y_pred": None}
 
     def validation_step(self, batch, **fit_params):
@@ -110,7 +121,8 @@ class EpisodicLearner(RoutedParamsMixin, BaseEstimator):
         return self.net_.history
 
     def _fit(self, tasks):
-        seed = check_random_state(self.random_state).randint(2**31)
+        seed = distributed.broadcast_seed(
+            check_random_state(self.random_state).randint(2**31))
         self.net_ = self._core(**self._core_params(tasks, seed))
         with _seeded(seed, self.device):
             self.net_.fit(TaskDataset(tasks))

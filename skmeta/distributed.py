@@ -1,0 +1,126 @@
+"""Data-parallel meta-training with ``torch.distributed``: the parameter server.
+
+Every process holds the same meta-parameters. Each global meta-batch of tasks
+is split into one share per process; each process computes the meta-gradient
+of its share, the gradients are summed across processes (all-reduce), and
+every process takes the same optimiser step, so all stay identical. Use gloo
+on CPUs and NCCL on GPUs.
+
+Two ways to launch:
+
+- from Python, :func:`fit_data_parallel` starts the processes on this
+  machine and returns the fitted estimator;
+- with ``torchrun --nproc-per-node N script.py`` (one machine or many), the
+  script calls ``torch.distributed.init_process_group()`` and then plain
+  ``estimator.fit(tasks)``: skmeta's learners notice the process group.
+
+The meta-loss of a share must be its tasks' mean loss (every skmeta learner's
+is), so that the weighted sum over shares is the global meta-batch's loss.
+"""
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import joblib
+import torch
+import torch.distributed as dist
+from torch.utils.data import BatchSampler, RandomSampler
+
+
+def is_data_parallel():
+    """Whether a process group of more than one process is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class ShareBatchSampler(BatchSampler):
+    """This process's share of each global meta-batch.
+
+    Draws the same shuffled global meta-batches as a single-process
+    ``DataLoader(shuffle=True)`` (all processes share the random state) and
+    yields every ``world_size``-th task of each, starting at ``rank``.
+    """
+
+    def __init__(self, dataset, batch_size):
+        super().__init__(RandomSampler(dataset), batch_size, drop_last=False)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        if batch_size < self.world_size:
+            raise ValueError(f"meta_batch_size={batch_size} is smaller than the "
+                             f"{self.world_size} processes sharing each "
+                             "meta-batch.")
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            share = batch[self.rank::self.world_size]
+            if share:
+                yield share
+
+
+def backward_share(loss, n_tasks, parameters):
+    """Backpropagate this process's share of the global meta-loss and sum the
+    gradients of all processes; returns the global meta-loss."""
+    total = torch.tensor(float(n_tasks), device=loss.device)
+    dist.all_reduce(total)
+    weighted = loss * (n_tasks / total)
+    weighted.backward()
+    for parameter in parameters:
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+    global_loss = weighted.detach().clone()
+    dist.all_reduce(global_loss)
+    return global_loss
+
+
+def broadcast_seed(seed):
+    """The seed of process 0, so that all processes draw the same numbers."""
+    if not is_data_parallel():
+        return seed
+    value = torch.tensor(seed, dtype=torch.int64)
+    dist.broadcast(value, src=0)
+    return int(value)
+
+
+def fit_data_parallel(estimator, tasks, n_processes=2, backend="gloo"):
+    """Fit ``estimator`` on ``tasks`` with ``n_processes`` data-parallel
+    processes on this machine, and return it fitted.
+
+    Parameters
+    ----------
+    estimator : skmeta torch learner
+        E.g. :class:`~skmeta.ProtoNetClassifier`; fitted in every process.
+    tasks : sequence of Task or tuple
+    n_processes : int, default=2
+    backend : {"gloo", "nccl"}, default="gloo"
+        "nccl" for GPUs (process ``i`` uses ``cuda:i``).
+
+    Returns
+    -------
+    estimator : the fitted estimator of process 0 (all processes end with
+    the same meta-parameters).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        torch.multiprocessing.spawn(
+            _fit_process, nprocs=n_processes,
+            args=(estimator, tasks, n_processes, backend, _free_port(), folder))
+        return joblib.load(Path(folder) / "estimator.joblib")
+
+
+def _fit_process(rank, estimator, tasks, world_size, backend, port, folder):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    if backend == "nccl":
+        estimator.set_params(device=f"cuda:{rank}")
+    try:
+        estimator.fit(tasks)
+        if rank == 0:
+            joblib.dump(estimator, Path(folder) / "estimator.joblib")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
