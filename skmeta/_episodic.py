@@ -49,6 +49,10 @@ class EpisodicNet(NeuralNet):
 
     grad_at_eval = False
 
+    def __init__(self, *args, shuffle_seed=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shuffle_seed = shuffle_seed
+
     def get_dataset(self, X, y=None):
         return X if isinstance(X, Dataset) else TaskDataset(X)
 
@@ -59,10 +63,12 @@ class EpisodicNet(NeuralNet):
                 ("valid_acc", PassthroughScoring("valid_acc", lower_is_better=False))]
 
     def get_iterator(self, dataset, training=False):
-        if not (training and distributed.is_data_parallel()):
+        if not training:
             return super().get_iterator(dataset, training)
-        return DataLoader(dataset, batch_sampler=distributed.ShareBatchSampler(
-            dataset, self.batch_size), collate_fn=self.iterator_train__collate_fn)
+        sampler = MetaBatchSampler(len(dataset), self.batch_size, self.shuffle_seed,
+                                   epoch=lambda: len(self.history))
+        return DataLoader(dataset, batch_sampler=sampler,
+                          collate_fn=self.iterator_train__collate_fn)
 
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
@@ -95,6 +101,36 @@ class EpisodicNet(NeuralNet):
 
     def episode_loss(self, batch, training):
         raise NotImplementedError
+
+
+class MetaBatchSampler:
+    """The meta-batches of one training epoch, as lists of task indices.
+
+    The task order of epoch ``e`` is a permutation seeded by ``(seed, e)``, so
+    a run resumed from a checkpoint (whose history says which epoch comes
+    next) sees the same meta-batches as an uninterrupted run. Under
+    data-parallel training each process gets its share of every meta-batch.
+    """
+
+    def __init__(self, n_tasks, batch_size, seed, epoch):
+        self.n_tasks, self.batch_size, self.seed, self.epoch = (
+            n_tasks, batch_size, seed, epoch)
+        self.rank, self.world_size = distributed.rank_and_world_size()
+        if batch_size < self.world_size:
+            raise ValueError(f"meta_batch_size={batch_size} is smaller than the "
+                             f"{self.world_size} processes sharing each "
+                             "meta-batch.")
+
+    def __len__(self):
+        return -(-self.n_tasks // self.batch_size)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch())
+        order = torch.randperm(self.n_tasks, generator=generator).tolist()
+        for start in range(0, self.n_tasks, self.batch_size):
+            share = order[start:start + self.batch_size][self.rank::self.world_size]
+            if share:
+                yield share
 
 
 class EpisodicLearner(RoutedParamsMixin, BaseEstimator):
@@ -148,7 +184,7 @@ class EpisodicLearner(RoutedParamsMixin, BaseEstimator):
                     optimizer=torch.optim.Adam, lr=self.meta_lr,
                     max_epochs=self.max_epochs, batch_size=self.meta_batch_size,
                     train_split=split, callbacks=callbacks, verbose=self.verbose,
-                    device=self.device, iterator_train__shuffle=True,
+                    device=self.device, shuffle_seed=seed,
                     iterator_train__collate_fn=self._collate,
                     iterator_valid__collate_fn=self._collate)
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import joblib
 import torch
 import torch.distributed as dist
-from torch.utils.data import BatchSampler, RandomSampler
 
 
 def is_data_parallel():
@@ -34,27 +33,11 @@ def is_data_parallel():
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-class ShareBatchSampler(BatchSampler):
-    """This process's share of each global meta-batch.
-
-    Draws the same shuffled global meta-batches as a single-process
-    ``DataLoader(shuffle=True)`` (all processes share the random state) and
-    yields every ``world_size``-th task of each, starting at ``rank``.
-    """
-
-    def __init__(self, dataset, batch_size):
-        super().__init__(RandomSampler(dataset), batch_size, drop_last=False)
-        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        if batch_size < self.world_size:
-            raise ValueError(f"meta_batch_size={batch_size} is smaller than the "
-                             f"{self.world_size} processes sharing each "
-                             "meta-batch.")
-
-    def __iter__(self):
-        for batch in super().__iter__():
-            share = batch[self.rank::self.world_size]
-            if share:
-                yield share
+def rank_and_world_size():
+    """This process's rank and the number of processes (0 and 1 alone)."""
+    if not is_data_parallel():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
 
 
 def backward_share(loss, n_tasks, parameters):

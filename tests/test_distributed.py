@@ -1,5 +1,6 @@
 """Data-parallel meta-training over torch.distributed (gloo, localhost)."""
 
+import numpy as np
 import torch
 
 from skmeta import ProtoNetClassifier
@@ -17,10 +18,10 @@ def test_two_gloo_processes_match_single_process_training(train_tasks):
             single.net_.module_.parameters(), parallel.net_.module_.parameters(),
             strict=True)])
     # Summing gradients in another order changes them by float rounding only;
-    # Adam turns that into at most about meta_lr per step where a gradient is
-    # near zero, so: nearly all weights equal to 1e-6, all within 12 steps.
-    assert (difference < 1e-6).float().mean() > 0.999
+    # Adam normalises each gradient, so where one is near zero that rounding
+    # can move a weight by up to meta_lr per step (12 steps here).
+    assert difference.median() < 1e-7
     assert difference.max() < 12 * model.meta_lr
-    assert len(parallel.history_) == 2
-    assert abs(parallel.history_[-1, "train_loss"]
-               - single.history_[-1, "train_loss"]) < 1e-5
+    np.testing.assert_allclose(parallel.history_[:, "batches", :, "train_loss"],
+                               single.history_[:, "batches", :, "train_loss"],
+                               rtol=1e-5)
