@@ -1,8 +1,8 @@
 """skmeta: meta-learning as scikit-learn estimators."""
 
+from ._version import __version__
 from .pipeline import TaskWise, adapt
 from .protonet import ProtoNetClassifier
 from .tasks import Task
 
-__version__ = "0.1.0"
 __all__ = ["ProtoNetClassifier", "Task", "TaskWise", "adapt", "__version__"]

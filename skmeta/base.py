@@ -13,10 +13,36 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._version import __version__
 from .tasks import check_tasks
 
+PICKLE_FORMAT = 1
 
-class MetaLearnerMixin:
+
+class VersionedPickleMixin:
+    """Refuses, with a clear message, pickles of an incompatible skmeta.
+
+    Pickles record skmeta's version and the format of its fitted state; one
+    of another format raises instead of loading into a wrong model.
+    """
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_skmeta_version": __version__,
+                "_skmeta_pickle_format": PICKLE_FORMAT}
+
+    def __setstate__(self, state):
+        found = state.get("_skmeta_pickle_format")
+        if found != PICKLE_FORMAT:
+            saved_by = state.get("_skmeta_version", "an unknown version")
+            raise ValueError(
+                f"This {type(self).__name__} was saved by skmeta {saved_by} "
+                f"(pickle format {found}), but skmeta {__version__} reads format "
+                f"{PICKLE_FORMAT}. Load it with the skmeta that saved it, or "
+                "refit it.")
+        super().__setstate__(state)
+
+
+class MetaLearnerMixin(VersionedPickleMixin):
     """The contract of skmeta's meta-learners: fit on tasks, adapt to a new one.
 
     Learners inherit it through :class:`MetaClassifierMixin` or
@@ -139,7 +165,7 @@ class MetaRegressorMixin(MetaLearnerMixin, RegressorMixin):
     _task_type = "regression"
 
 
-class AdaptedClassifier(ClassifierMixin, BaseEstimator):
+class AdaptedClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
     """Base class of the per-task classifiers that ``adapt`` returns.
 
     Handles scikit-learn's input validation and the mapping between the

@@ -41,13 +41,13 @@ def check_tasks(tasks, *, task_type="classification", require_y_query=True,
 
     Returns
     -------
-    list of Task, or CheckedTasks
-        ``X`` arrays as C-contiguous float32 of shape (n, n_features), ``y``
-        arrays 1-D with the user's labels (float64 targets for regression).
-        Lists and tuples are validated at once; any other collection (an
-        :class:`EpisodeSampler`, a store on disk) comes back as a lazy
-        :class:`CheckedTasks` that validates each task as it is read, so a
-        collection of millions of episodes is never held in memory.
+    CheckedTasks
+        A sequence of ``Task`` with ``X`` arrays as C-contiguous float32 of
+        shape (n, n_features) and ``y`` arrays 1-D with the user's labels
+        (float64 targets for regression), converted as each task is read.
+        Lists and tuples are validated whole at once; other collections (an
+        :class:`EpisodeSampler`, a :class:`TaskStore`) task by task as they
+        are read, so millions of episodes are never held in memory.
 
     Examples
     --------
@@ -68,19 +68,20 @@ def check_tasks(tasks, *, task_type="classification", require_y_query=True,
     check_collection(tasks)
     seed = check_random_state(random_state).randint(2**31 - len(tasks))
     first = _TaskChecker(task_type, require_y_query, query_size, seed)(tasks[0], 0)
-    checker = _TaskChecker(task_type, require_y_query, query_size, seed,
-                           n_features=first.X_support.shape[1])
+    checked = CheckedTasks(tasks, _TaskChecker(
+        task_type, require_y_query, query_size, seed,
+        n_features=first.X_support.shape[1]))
     if isinstance(tasks, (list, tuple)):
-        return [checker(task, i) for i, task in enumerate(tasks)]
-    return CheckedTasks(tasks, checker)
+        checked.check_all()
+    return checked
 
 
 class CheckedTasks(Sequence):
-    """A lazy task collection validated task by task as it is read.
+    """A task collection whose tasks are validated and converted as read.
 
-    What :func:`check_tasks` returns for collections that are not lists or
-    tuples (episode samplers, on-disk stores), so that no more than one
-    meta-batch of tasks is ever in memory.
+    What :func:`check_tasks` returns: only the tasks being read are ever
+    converted, so a collection of millions of tasks takes no memory beyond
+    its own.
     """
 
     def __init__(self, tasks, checker):
@@ -95,6 +96,11 @@ class CheckedTasks(Sequence):
         index = range(len(self))[index]
         return self.checker(self.tasks[index], index)
 
+    def check_all(self):
+        """Validate every task now (converted copies are not kept)."""
+        for index, task in enumerate(self.tasks):
+            self.checker(task, index)
+
 
 def check_collection(tasks):
     """Raise unless ``tasks`` is a non-empty, sized, indexable sequence."""
@@ -103,6 +109,9 @@ def check_collection(tasks):
             f"Expected {_COLLECTION_HINT}; got a {type(tasks).__name__}. To "
             "meta-train on one labelled dataset, draw tasks from it with "
             "skmeta.tasks.EpisodeSampler(X, y, ...).")
+    if isinstance(tasks, Task):
+        raise TypeError(f"Expected {_COLLECTION_HINT}; got a single Task. Pass "
+                        "a list of tasks, e.g. [task].")
     if not isinstance(tasks, Sequence):
         raise TypeError(f"Expected {_COLLECTION_HINT}; got a "
                         f"{type(tasks).__name__}, which is not a sized, "

@@ -1,0 +1,333 @@
+"""The reliability battery, run against every learner in LEARNERS.
+
+A learner added to skmeta is covered by adding one entry to LEARNERS: a
+factory for a small, fast configuration, and whether its torch core trains
+through skorch (for the checkpoint, interrupt and NaN tests).
+"""
+
+import pickle
+import re
+from dataclasses import dataclass
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from skorch.callbacks import Callback, Checkpoint, LoadInitState
+
+from skmeta import ProtoNetClassifier, Task
+from skmeta.tasks import EpisodeSampler
+
+
+@dataclass
+class Learner:
+    make: callable  # random_state -> a small, fast, unfitted learner
+    skorch_core: bool = True
+    diverging: dict = None  # parameters under which the meta-loss blows up
+
+
+LEARNERS = {
+    "ProtoNetClassifier": Learner(
+        lambda seed=0: ProtoNetClassifier(module__hidden_sizes=(16,), max_epochs=2,
+                                          meta_batch_size=4, random_state=seed),
+        diverging={"meta_lr": 1e30}),
+}
+NAMES = sorted(LEARNERS)
+
+
+@pytest.fixture(scope="module")
+def tasks(train_tasks):
+    return list(train_tasks[:40])
+
+
+@pytest.fixture(scope="module")
+def fitted(tasks):
+    return {name: LEARNERS[name].make().fit(tasks) for name in NAMES}
+
+
+def all_weights(learner):
+    return [p.detach().clone() for p in learner.net_.module_.parameters()]
+
+
+# --- the scikit-learn estimator contract ------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_init_stores_params_and_clone_keeps_them(name):
+    learner = LEARNERS[name].make(seed=7)
+    params = learner.get_params()
+    assert set(vars(learner)) == set(params)
+    twin = clone(learner)
+    assert twin.get_params() == params and twin is not learner
+    assert clone(learner.set_params(random_state=3)).random_state == 3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fits_lists_samplers_and_pairs(name, digits, tasks, test_tasks):
+    pool = np.isin(digits.target, digits.train_classes)
+    sampler = EpisodeSampler(digits.data[pool], digits.target[pool], n_way=3,
+                             k_shot=2, n_query=2, n_tasks=24, random_state=0)
+    pairs = [(np.vstack([t.X_support, t.X_query]),
+              np.concatenate([t.y_support, t.y_query])) for t in sampler]
+    for collection in (tasks, sampler, pairs):
+        learner = LEARNERS[name].make().fit(collection)
+        assert learner.score(test_tasks[:10]) > 0.3  # chance is 0.2
+    predictions = learner.predict([Task(t.X_support, t.y_support, t.X_query)
+                                   for t in test_tasks[:3]])
+    assert [p.shape for p in predictions] == [(10 * 5,)] * 3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_random_state_same_model(name, tasks, fitted, test_tasks):
+    again = LEARNERS[name].make().fit(tasks)
+    task = test_tasks[0]
+    np.testing.assert_array_equal(
+        again.adapt(task.X_support, task.y_support).predict_proba(task.X_query),
+        fitted[name].adapt(task.X_support, task.y_support).predict_proba(
+            task.X_query))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fit_leaves_callers_arrays_alone(name, tasks):
+    copies = [Task(*(a.astype(np.float64) for a in (
+        t.X_support, t.y_support, t.X_query, t.y_query))) for t in tasks[:12]]
+    before = [[a.copy() for a in vars(t).values()] for t in copies]
+    LEARNERS[name].make().fit(copies)
+    for task, saved in zip(copies, before, strict=True):
+        for array, original in zip(vars(task).values(), saved, strict=True):
+            np.testing.assert_array_equal(array, original)
+
+
+# --- bad input: a clear error naming the task, never a silent result ---------
+
+X = np.random.default_rng(0).normal(size=(6, 64))
+Y = np.array([0, 1, 2, 0, 1, 2])
+
+
+def good():
+    return Task(X, Y, X, Y)
+
+
+def bad_at(index, task):
+    tasks = [good() for _ in range(4)]
+    tasks[index] = task
+    return tasks
+
+
+BAD_INPUT = [
+    (bad_at(2, Task(X[:, :10], Y, X[:, :10], Y)), "Task 2: X has 10 features"),
+    (bad_at(1, Task(np.where(X > 1, np.nan, X), Y, X, Y)),
+     "Task 1: X_support contains NaN"),
+    (bad_at(1, Task(X, Y, np.where(X > 1, np.inf, X), Y)),
+     "Task 1: X_query contains infinity"),
+    (bad_at(1, Task(np.where(X > 1, -np.inf, X), Y, X, Y)),
+     "Task 1: X_support contains infinity"),
+    (bad_at(3, Task(X[:0], Y[:0], X, Y)), "Task 3: X_support is empty"),
+    (bad_at(1, Task(X, Y, X[:0], Y[:0])), "Task 1: X_query is empty"),
+    (bad_at(1, Task(X, Y, X, Y + 5)), "Task 1: query labels [5, 6, 7] are not"),
+    (bad_at(0, Task(X, np.ones(6), X, np.ones(6))),
+     "Task 0: y_support has a single class"),
+    (bad_at(1, Task(X, Y[:4], X, Y)), "Task 1: X_support has 6 rows but "
+     "y_support has 4 values"),
+    (bad_at(1, Task(X, Y, X, Y[:3])), "Task 1: X_query has 6 rows but y_query "
+     "has 3 values"),
+    (bad_at(1, Task(X.astype(str), Y, X, Y)), None),  # numeric strings convert
+    (bad_at(1, Task(np.full((6, 64), "x"), Y, X, Y)),
+     "Task 1: X_support must be numeric"),
+    (bad_at(1, Task(X[:, 0], Y, X, Y)), "Task 1: X_support must be 2-D"),
+    (bad_at(1, Task(X[None], Y, X, Y)), "Task 1: X_support must be 2-D"),
+    (bad_at(1, Task(X, Y, X[..., None], Y)), "Task 1: X_query must be 2-D"),
+    (bad_at(1, Task(X, Y[:, None].repeat(2, 1), X, Y)),
+     "Task 1: y_support must be 1-D"),
+    (bad_at(1, Task(X, Y)), "Task 1: X_query is missing"),
+    (bad_at(1, Task(X, Y, X)), "Task 1: y_query is missing"),
+    (bad_at(1, (X, Y, X)), "Task 1: expected a skmeta.Task"),
+    (bad_at(1, X), "Task 1: expected a skmeta.Task"),
+    (bad_at(1, "task"), "Task 1: expected a skmeta.Task"),
+    (bad_at(1, (X, [0, 0, 0, 0, 0, 1])), "Task 1: class 1 has a single example"),
+    (bad_at(1, (X, [0] * 6)), "Task 1: y has a single class"),
+    (bad_at(1, Task(X, np.array([0, 1, 2, 0, "a", 2], dtype=object), X, Y)),
+     "Task 1: y_support mixes label types"),
+    (bad_at(1, Task(X, np.array([0, 1, np.nan, 0, 1, 2]), X, Y)),
+     "Task 1: y_support contains NaN"),
+    (bad_at(1, Task(X[:, :0], Y, X[:, :0], Y)), "Task 1: X_support has 0 features"),
+    (bad_at(1, Task(X, Y, X[:, :5], Y)), "Task 1: X_query has 5 features but "
+     "X_support has 64"),
+    (X, "Expected a task collection"),
+    (pd.DataFrame(X), "Expected a task collection"),
+    ("tasks", "Expected a task collection"),
+    (iter([good()]), "Expected a task collection"),
+    ({"a": good()}, "Expected a task collection"),
+    ([], "Expected a non-empty task collection"),
+    (good(), "Expected a task collection: a list of skmeta.Task, of (X, y) or "
+     "of (X_support, y_support, X_query, y_query) tuples, or an EpisodeSampler; "
+     "got a single Task. Pass a list of tasks, e.g. [task]."),
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("tasks", "message"), BAD_INPUT,
+                         ids=[f"case{i}" for i in range(len(BAD_INPUT))])
+def test_bad_input_gets_a_clear_error(name, tasks, message):
+    learner = LEARNERS[name].make()
+    if message is None:  # valid after all
+        learner.fit(tasks)
+        return
+    for method in (learner.fit, LEARNERS[name].make().fit(
+            [good()] * 4).score):
+        with pytest.raises((ValueError, TypeError), match="^" + re.escape(message)):
+            method(tasks)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_adapt_rejects_bad_support_sets(name, fitted):
+    learner = fitted[name]
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        learner.adapt(np.full((4, 64), np.nan), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="meta-trained on tasks with 64"):
+        learner.adapt(np.ones((4, 3)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="Found input variables with inconsistent"):
+        learner.adapt(np.ones((4, 64)), [0, 1, 0])
+
+
+def random_task(draw, n_features):
+    """A task that may break any rule check_tasks enforces."""
+    n_support = draw(st.integers(0, 8))
+    n_query = draw(st.integers(0, 6))
+    width = draw(st.sampled_from([n_features, n_features, n_features, 3]))
+    labels = draw(st.sampled_from([[0, 1], [1, 2, 3], ["a", "b"], [2**62, 5],
+                                   [7], [0, 1, 2**40]]))
+    values = st.sampled_from([0.0, 1.0, -2.5, 1e6, np.nan, np.inf])
+    X_s = np.array(draw(st.lists(values, min_size=n_support * width,
+                                 max_size=n_support * width))).reshape(n_support, width)
+    y_s = np.array(draw(st.lists(st.sampled_from(labels), min_size=n_support,
+                                 max_size=n_support)), dtype=object if
+                   isinstance(labels[0], str) else None)
+    X_q = np.array(draw(st.lists(values, min_size=n_query * width,
+                                 max_size=n_query * width))).reshape(n_query, width)
+    y_q = np.array(draw(st.lists(st.sampled_from(labels), min_size=n_query,
+                                 max_size=n_query)), dtype=y_s.dtype)
+    as_frame = draw(st.booleans())
+    return Task(pd.DataFrame(X_s) if as_frame else X_s, y_s, X_q, y_q)
+
+
+@st.composite
+def task_lists(draw):
+    return [random_task(draw, 4) for _ in range(draw(st.integers(1, 4)))]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
+@given(tasks=task_lists())
+def test_random_task_lists_fit_or_fail_clearly(name, tasks):
+    learner = LEARNERS[name].make()
+    try:
+        learner.fit(tasks)
+    except (ValueError, TypeError) as error:
+        assert re.match(r"Task \d+: ", str(error)), error
+        return
+    for task, predicted in zip(tasks, learner.predict(tasks), strict=True):
+        assert len(predicted) == len(task.X_query)
+        assert set(predicted.tolist()) <= set(task.y_support.tolist())
+
+
+# --- numerical faults and interruptions --------------------------------------
+
+class InterruptAt(Callback):
+    def __init__(self, batch):
+        self.batch = batch
+
+    def on_batch_end(self, net, **kwargs):
+        if len(net.history[-1, "batches"]) == self.batch:
+            raise KeyboardInterrupt
+
+
+TORCH = [n for n in NAMES if LEARNERS[n].skorch_core]
+
+
+@pytest.mark.parametrize("name", TORCH)
+def test_nan_meta_loss_stops_with_clear_error(name, tasks):
+    learner = LEARNERS[name].make().set_params(**LEARNERS[name].diverging)
+    with pytest.raises(FloatingPointError, match=r"^The meta-loss became (nan|inf)"
+                       r" in epoch \d+, meta-batch \d+; training stopped"):
+        learner.fit(tasks)
+    assert all(torch.isfinite(w).all() for w in all_weights(learner))
+
+
+@pytest.mark.parametrize("name", TORCH)
+def test_keyboard_interrupt_keeps_a_usable_model(name, tasks, test_tasks):
+    learner = LEARNERS[name].make().set_params(callbacks=[InterruptAt(3)],
+                                               max_epochs=5)
+    learner.fit(tasks)
+    assert len(learner.history_) == 1
+    assert learner.score(test_tasks[:5]) > 0.2
+
+
+@pytest.mark.parametrize("name", TORCH)
+def test_resumed_run_equals_uninterrupted_run(name, tasks, tmp_path):
+    whole = LEARNERS[name].make().set_params(max_epochs=4).fit(tasks)
+    checkpoint = Checkpoint(dirname=str(tmp_path), monitor=None)
+    LEARNERS[name].make().set_params(max_epochs=2, callbacks=[checkpoint]).fit(tasks)
+    resumed = LEARNERS[name].make().set_params(
+        max_epochs=2, callbacks=[LoadInitState(Checkpoint(dirname=str(tmp_path),
+                                                          monitor=None))])
+    resumed.fit(tasks)
+    assert len(resumed.history_) == 4
+    for a, b in zip(all_weights(whole), all_weights(resumed), strict=True):
+        assert torch.equal(a, b)
+
+
+# --- persistence -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_joblib_round_trips_give_identical_predictions(name, fitted, test_tasks,
+                                                      tmp_path):
+    task = test_tasks[0]
+    learner = fitted[name]
+    adapted = learner.adapt(task.X_support, task.y_support)
+    joblib.dump((learner, adapted), tmp_path / "models.joblib")
+    learner_back, adapted_back = joblib.load(tmp_path / "models.joblib")
+    np.testing.assert_array_equal(adapted_back.predict_proba(task.X_query),
+                                  adapted.predict_proba(task.X_query))
+    np.testing.assert_array_equal(
+        learner_back.adapt(task.X_support, task.y_support).predict(task.X_query),
+        adapted.predict(task.X_query))
+
+
+@pytest.mark.parametrize("name", TORCH)
+def test_model_saved_for_cuda_loads_on_cpu(name, fitted, test_tasks):
+    """Simulated: the core claims CUDA when pickled; on a machine without a
+    GPU skorch maps it to the CPU on load."""
+    learner = fitted[name]
+    task = test_tasks[0]
+    expected = learner.adapt(task.X_support, task.y_support).predict(task.X_query)
+    learner.net_.device = "cuda"
+    try:
+        payload = pickle.dumps(learner)
+    finally:
+        learner.net_.device = "cpu"
+    if torch.cuda.is_available():
+        pytest.skip("simulation needs a machine without CUDA")
+    with pytest.warns(match=r"requested device \(cuda\) is not available"):
+        loaded = pickle.loads(payload)
+    assert str(loaded.net_.device) == "cpu"
+    np.testing.assert_array_equal(
+        loaded.adapt(task.X_support, task.y_support).predict(task.X_query), expected)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pickle_of_other_format_fails_clearly(name, fitted, test_tasks):
+    task = test_tasks[0]
+    for obj in (fitted[name], fitted[name].adapt(task.X_support, task.y_support)):
+        state = obj.__getstate__()
+        state.update(_skmeta_pickle_format=0, _skmeta_version="0.0.1")
+        clone_ = object.__new__(type(obj))
+        with pytest.raises(ValueError, match=re.escape(
+                f"This {type(obj).__name__} was saved by skmeta 0.0.1 (pickle "
+                "format 0), but skmeta")):
+            clone_.__setstate__(state)
