@@ -1,6 +1,6 @@
 """check_tasks: the one validator every meta-learner runs on its input."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,7 +112,8 @@ def check_collection(tasks):
     if isinstance(tasks, Task):
         raise TypeError(f"Expected {_COLLECTION_HINT}; got a single Task. Pass "
                         "a list of tasks, e.g. [task].")
-    if not isinstance(tasks, Sequence):
+    if isinstance(tasks, Mapping) or not (hasattr(tasks, "__len__")
+                                          and hasattr(tasks, "__getitem__")):
         raise TypeError(f"Expected {_COLLECTION_HINT}; got a "
                         f"{type(tasks).__name__}, which is not a sized, "
                         "indexable sequence (wrap it in list(...)).")
