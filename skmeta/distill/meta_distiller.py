@@ -219,7 +219,6 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
         fit_student = self._fit_pooled_student if pooled else self._fit_episodic_student
         self.student_ = fit_student(tasks, int(student_seed))
         self.embedding_ = frozen_embedding(self.student_.module_, remove_head=pooled)
-        check_embedding(self.embedding_, tasks[0].X_support, "student module")
         self.teacher_n_params_ = n_learnable_params(self.teacher_)
         self.student_n_params_ = n_learnable_params(self.student_)
 
@@ -293,7 +292,9 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
             iterator_train__collate_fn=SoftTargetBatch.collate,
             iterator_valid__collate_fn=SoftTargetBatch.collate)
         with _seeded(seed, self.device):
-            net.fit(TaskDataset(items))
+            net.initialize()
+            check_embedding(net.module_, tasks[0].X_support, "student module")
+            net.partial_fit(TaskDataset(items))
         return net
 
     def _teacher_proba(self, task):
@@ -324,8 +325,8 @@ def _encode(labels, classes):
     unknown = classes[index] != labels
     if unknown.any():
         raise ValueError(
-            f"Label {labels[unknown][0]!r} of the training tasks is not among "
-            "the pooled teacher's classes; refit the teacher on these tasks "
+            f"Label {labels[unknown].tolist()[0]!r} of the training tasks is "
+            "not among the pooled teacher's classes; refit the teacher on these tasks "
             "(refit_teacher=True).")
     return index
 

@@ -122,6 +122,7 @@ def fit_pooled_net(learner, module, routed, X, y, n_classes, *, seed, role,
     with _seeded(seed, learner.device):
         net.initialize()
         _check_pooled_module(net.module_, X[:2], n_classes, role)
+        check_embedding(frozen_embedding(net.module_, remove_head=True), X, role)
         net.partial_fit(PooledDataset(X, y, teacher_logits))
     return net
 
@@ -133,10 +134,7 @@ def _check_pooled_module(module, X, n_classes, role):
             "pooled training needs a network whose `head` is its classifier "
             "over the pooled classes, removed to give the embedding (as in "
             "skmeta.nn.MLP and ConvNet).")
-    module.eval()
-    with torch.no_grad():
-        shape = tuple(module(torch.as_tensor(X, device=_device(module))).shape)
-    module.train()
+    shape = _output_shape(module, X)
     if shape != (len(X), n_classes):
         raise ValueError(
             f"The {role} ({type(module).__name__}) gives outputs of shape "
@@ -144,6 +142,28 @@ def _check_pooled_module(module, X, n_classes, role):
             f"one logit per pooled class, ({len(X)}, {n_classes}): give a "
             "module class that takes `out_features` (set from the data), or "
             f"build the instance with out_features={n_classes}.")
+
+
+def check_embedding(embedding, X, role):
+    """The embedding must map rows to 2-D (n, n_embedding) arrays."""
+    shape = _output_shape(embedding, X[:2])
+    if len(shape) != 2:
+        raise ValueError(
+            f"The {role}'s embedding gives outputs of shape {shape} for 2 "
+            "examples; the head fitted by adapt needs 2-D embeddings (n, "
+            "n_embedding). Flatten them in the module (e.g. end the body with "
+            "torch.nn.Flatten()).")
+
+
+def _output_shape(module, X):
+    """Output shape for rows ``X``, in eval mode (BatchNorm statistics are
+    left alone), without gradients."""
+    training = module.training
+    module.eval()
+    with torch.no_grad():
+        shape = tuple(module(torch.as_tensor(X, device=_device(module))).shape)
+    module.train(training)
+    return shape
 
 
 def _device(module):
@@ -157,18 +177,6 @@ def frozen_embedding(module, remove_head):
     if remove_head:
         module.head = torch.nn.Identity()
     return module
-
-
-def check_embedding(embedding, X, role):
-    """The embedding must map rows to 2-D (n, n_embedding) arrays."""
-    with torch.no_grad():
-        shape = tuple(embedding(torch.as_tensor(X[:2])).shape)
-    if len(shape) != 2:
-        raise ValueError(
-            f"The {role}'s embedding gives outputs of shape {shape} for 2 "
-            "examples; the head fitted by adapt needs 2-D embeddings (n, "
-            "n_embedding). Flatten them in the module (e.g. end the body with "
-            "torch.nn.Flatten()).")
 
 
 class PooledEmbeddingClassifier(MetaClassifierMixin, RoutedParamsMixin,
@@ -270,7 +278,6 @@ class PooledEmbeddingClassifier(MetaClassifierMixin, RoutedParamsMixin,
             self._routed_params("module__"), X, y, len(self.classes_), seed=seed,
             role="module")
         self.embedding_ = frozen_embedding(self.net_.module_, remove_head=True)
-        check_embedding(self.embedding_, X, "module")
 
     def _adapt(self, X_support, y_support):
         return EmbeddingHeadClassifier(self.embedding_, self.head).fit(
