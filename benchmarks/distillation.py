@@ -38,7 +38,7 @@ from skmeta.tasks import EpisodeSampler
 RESULTS = Path(__file__).parent / "results"
 FULL = dict(n_train_tasks=200, episodes=600, teacher_channels=(128,) * 4,
             proto_channels=(64,) * 4, student_channels=(32,) * 4,
-            teacher_epochs=3, student_epochs=6, proto_epochs=10, timed_tasks=200)
+            teacher_epochs=3, student_epochs=10, proto_epochs=20, timed_tasks=100)
 QUICK = dict(n_train_tasks=40, episodes=50, teacher_channels=(32,) * 4,
              proto_channels=(16,) * 4, student_channels=(8,) * 4,
              teacher_epochs=1, student_epochs=1, proto_epochs=1, timed_tasks=20)
