@@ -7,7 +7,7 @@ from skmeta.datasets import load_digits_tasks, load_omniglot, make_sinusoid_task
 def test_digits_tasks_are_40_rotated_classes_with_fixed_split(digits):
     assert digits.data.shape == (7188, 64) and digits.data.dtype == np.float32
     assert digits.images.shape == (7188, 8, 8)
-    assert digits.data.min() >= 0.0 and digits.data.max() == 1.0
+    assert 0.0 <= digits.data.min() and digits.data.max() == 1.0
     assert np.unique(digits.target).tolist() == list(range(40))
     assert len(digits.train_classes) == 28 and len(digits.test_classes) == 12
     assert not set(digits.train_classes) & set(digits.test_classes)
@@ -26,10 +26,10 @@ def test_sinusoid_tasks_follow_the_maml_protocol():
         200, k_shot=5, n_query=7, random_state=0, return_params=True)
     assert len(tasks) == 200
     assert tasks[0].X_support.shape == (5, 1) and tasks[0].y_query.shape == (7,)
-    assert amplitudes.min() >= 0.1 and amplitudes.max() <= 5.0
-    assert phases.min() >= 0.0 and phases.max() <= np.pi
+    assert 0.1 <= amplitudes.min() and amplitudes.max() <= 5.0
+    assert 0.0 <= phases.min() and phases.max() <= np.pi
     x = np.concatenate([t.X_support for t in tasks])
-    assert x.min() >= -5 and x.max() <= 5
+    assert -5 <= x.min() and x.max() <= 5
     task, amplitude, phase = tasks[3], amplitudes[3], phases[3]
     np.testing.assert_allclose(
         task.y_query, amplitude * np.sin(task.X_query[:, 0] - phase), atol=1e-5)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.estimator_checks import check_estimator
@@ -195,6 +196,25 @@ def test_grid_search_over_temperature_and_alpha_on_task_lists(train_tasks):
     assert (grid.cv_results_["mean_test_score"] > 0.4).all()
     assert grid.best_estimator_.temperature == grid.best_params_["temperature"]
     assert grid.best_estimator_.student_.criterion_.alpha == grid.best_params_["alpha"]
+
+
+def test_frozen_teacher_is_fitted_once_in_grid_search(protonet, train_tasks):
+    teacher = FrozenEstimator(protonet)
+    grid = GridSearchCV(MetaDistiller(teacher, student__hidden_sizes=(8,),
+                                      max_epochs=1, random_state=0),
+                        {"temperature": [2.0, 4.0]}, cv=2).fit(list(train_tasks[:20]))
+    best = grid.best_estimator_
+    assert best.teacher_kind_ == "episodic" and best.teacher_.estimator is protonet
+    assert best.teacher_n_params_ == sum(p.numel()
+                                         for p in protonet.net_.module_.parameters())
+
+
+def test_validation_fraction_reports_valid_loss_for_both_kinds(protonet,
+                                                               train_tasks):
+    for teacher in (MLP, FrozenEstimator(protonet)):
+        model = MetaDistiller(teacher, max_epochs=1, validation_fraction=0.25,
+                              random_state=0).fit(train_tasks[:16])
+        assert np.isfinite(model.history_[-1, "valid_loss"])
 
 
 def test_routed_parameters_are_exposed_and_cloned():

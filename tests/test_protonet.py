@@ -4,11 +4,11 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from skorch.callbacks import EarlyStopping
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.neighbors import NearestCentroid
 from sklearn.utils.estimator_checks import check_estimator
-from skorch.callbacks import EarlyStopping
 
 from skmeta import ProtoNetClassifier, Task
 from skmeta.nn import MLP, ConvNet

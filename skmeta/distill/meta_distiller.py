@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
@@ -84,7 +85,8 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
     Two kinds of teacher:
 
     - **pooled** (``teacher`` None, a torch module, or a
-      :class:`PooledEmbeddingClassifier`): a network classifying all
+      :class:`PooledEmbeddingClassifier`, anything with ``pooled_logits``):
+      a network classifying all
       training classes pooled across tasks (tasks keep their original
       labels). The student gets a head over the same classes and learns
       from the teacher's logits on the pooled examples.
@@ -121,7 +123,9 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
         means ``LogisticRegression(max_iter=1000)``.
     refit_teacher : bool, default=True
         If False and ``teacher`` is an already fitted meta-learner, it is used
-        as it is (a copy) instead of being refitted.
+        as it is (a copy) instead of being refitted. ``clone`` (and so
+        ``GridSearchCV``) unfits it; wrap it in
+        :class:`sklearn.frozen.FrozenEstimator` to keep it fitted there.
     max_epochs : int, default=10
         Passes over the pooled examples (pooled teacher) or the tasks
         (episodic teacher) when training the student.
@@ -211,10 +215,11 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
 
     def _fit(self, tasks):
         self._check_loss_params()
+        vars(self).pop("classes_", None)  # set again for a pooled teacher
         teacher_seed, student_seed = check_random_state(
             self.random_state).randint(2**31, size=2)
         self.teacher_ = self._fit_teacher(tasks, teacher_seed)
-        pooled = isinstance(self.teacher_, PooledEmbeddingClassifier)
+        pooled = hasattr(self.teacher_, "pooled_logits")
         self.teacher_kind_ = "pooled" if pooled else "episodic"
         fit_student = self._fit_pooled_student if pooled else self._fit_episodic_student
         self.student_ = fit_student(tasks, int(student_seed))
@@ -257,7 +262,10 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
                     f"teacher__ parameters {sorted(routed)} cannot change a "
                     "teacher that is not refitted (refit_teacher=False).")
             return copy.deepcopy(teacher)
-        return clone(teacher).set_params(**routed).fit(tasks)
+        teacher = clone(teacher)
+        if routed:
+            teacher.set_params(**routed)
+        return teacher.fit(tasks, y=None)  # FrozenEstimator needs y
 
     def _student_module(self):
         if self.student is None:
@@ -341,7 +349,9 @@ def n_learnable_params(obj):
 
 
 def _collect_params(obj, found, depth):
-    if isinstance(obj, NeuralNet):
+    if isinstance(obj, FrozenEstimator):
+        _collect_params(obj.estimator, found, depth)
+    elif isinstance(obj, NeuralNet):
         found.update((id(p), p) for _, p in obj.get_all_learnable_params())
     elif isinstance(obj, torch.nn.Module):
         found.update((id(p), p) for p in obj.parameters() if p.requires_grad)
