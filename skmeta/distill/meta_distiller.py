@@ -238,8 +238,7 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
 
     def _fit_teacher(self, tasks, seed):
-        routed = {key.removeprefix("teacher__"): value
-                  for key, value in self._routed_params("teacher__").items()}
+        routed = self._unprefixed("teacher__")
         teacher = self.teacher
         if teacher is None or _is_module(teacher):
             defaults = _DEFAULT_TEACHER if teacher is None else {}
@@ -267,32 +266,34 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
             teacher.set_params(**routed)
         return teacher.fit(tasks, y=None)  # FrozenEstimator needs y
 
-    def _student_module(self):
-        if self.student is None:
-            return MLP, {f"student__{k}": v for k, v in _DEFAULT_STUDENT.items()}
-        return self.student, {}
+    def _student(self):
+        """The student's module and its ``module__*`` parameters."""
+        module, defaults = ((MLP, _DEFAULT_STUDENT) if self.student is None
+                            else (self.student, {}))
+        routed = {**defaults, **self._unprefixed("student__")}
+        return module, {f"module__{k}": v for k, v in routed.items()}
 
-    def _student_routed(self, defaults):
-        routed = {**defaults, **self._routed_params("student__")}
-        return {f"module__{k.removeprefix('student__')}": v for k, v in routed.items()}
+    def _unprefixed(self, prefix):
+        return {key.removeprefix(prefix): value
+                for key, value in self._routed_params(prefix).items()}
 
     def _fit_pooled_student(self, tasks, seed):
         X, labels = pool_tasks(tasks)
         self.classes_ = self.teacher_.classes_
         y = _encode(labels, self.classes_)
         teacher_logits = self.teacher_.pooled_logits(X)
-        module, defaults = self._student_module()
+        module, module_kwargs = self._student()
         return fit_pooled_net(
-            self, module, self._student_routed(defaults), X, y, len(self.classes_),
+            self, module, module_kwargs, X, y, len(self.classes_),
             seed=seed, role="student module", teacher_logits=teacher_logits,
             temperature=self.temperature, alpha=self.alpha)
 
     def _fit_episodic_student(self, tasks, seed):
         items = [(task, self._teacher_proba(task)) for task in tasks]
-        module, defaults = self._student_module()
+        module, module_kwargs = self._student()
         net = SoftTargetProtoNet(
             **module_params(module, {"in_features": self.n_features_in_},
-                            self._student_routed(defaults)),
+                            module_kwargs),
             **training_params(self, seed), criterion=SoftTargetLoss,
             criterion__temperature=self.temperature, criterion__alpha=self.alpha,
             optimizer=torch.optim.Adam, lr=self.lr, max_epochs=self.max_epochs,
