@@ -37,7 +37,7 @@ from skmeta.tasks import EpisodeSampler
 
 RESULTS = Path(__file__).parent / "results"
 FULL = dict(n_train_tasks=200, episodes=600, teacher_channels=(128,) * 4,
-            proto_channels=(64,) * 4, student_channels=(32,) * 4,
+            proto_channels=(64,) * 4, student_channels=(48,) * 4,
             teacher_epochs=3, student_epochs=10, proto_epochs=20, timed_tasks=100)
 QUICK = dict(n_train_tasks=40, episodes=50, teacher_channels=(32,) * 4,
              proto_channels=(16,) * 4, student_channels=(8,) * 4,
