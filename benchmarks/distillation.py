@@ -13,11 +13,12 @@ Each student is a narrow Conv-4, trained once with the soft-target loss
 without distillation). Every adapted model is a logistic regression on
 L2-normalised embeddings, except ProtoNet's own nearest-prototype rule.
 Baselines on raw pixels: nearest centroid and logistic regression.
-Latency: adapt + predict one task, teacher and student interleaved on the
-same tasks in one run (ratio), with torch on one thread.
+Latency: adapt + predict one task, and the embedding network's forward pass
+alone, teacher and student interleaved on the same tasks in one run
+(ratios), with torch on one thread.
 
-Run ``python benchmarks/distillation.py`` (about 10-15 minutes on two CPU
-cores) or ``--quick`` for a smoke run.
+Run ``python benchmarks/distillation.py`` (about 5 minutes on one CPU core,
+longer on a busy machine) or ``--quick`` for a smoke run.
 """
 
 import argparse
