@@ -78,9 +78,6 @@ class PooledNet(SoftTargetLossMixin, NeuralNet):
     are class indices, or ``(class index, teacher logits)`` pairs for
     distillation (criterion :class:`SoftTargetLoss`)."""
 
-    def get_dataset(self, X, y=None):
-        return X if isinstance(X, Dataset) else super().get_dataset(X, y)
-
 
 class PooledDataset(Dataset):
     """Examples with their class index, and the teacher's logits if given."""
