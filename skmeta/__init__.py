@@ -1,8 +1,10 @@
 """skmeta: meta-learning as scikit-learn estimators."""
 
 from ._version import __version__
+from .distill import MetaDistiller
 from .pipeline import TaskWise, adapt
 from .protonet import ProtoNetClassifier
 from .tasks import Task
 
-__all__ = ["ProtoNetClassifier", "Task", "TaskWise", "adapt", "__version__"]
+__all__ = ["MetaDistiller", "ProtoNetClassifier", "Task", "TaskWise", "adapt",
+           "__version__"]

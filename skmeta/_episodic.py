@@ -165,26 +165,12 @@ class EpisodicLearner(RoutedParamsMixin, BaseEstimator):
 
     def _core_params(self, tasks, seed):
         module = self.module if self.module is not None else MLP
-        if isinstance(module, torch.nn.Module):
-            module_params = {}
-            module = copy.deepcopy(module)  # fitting must not train the user's
-        else:
-            module_params = {f"module__{k}": v
-                             for k, v in self._module_kwargs(tasks).items()
-                             if _accepts(module, k)}
-            module_params.update(self._routed_params("module__"))
-        split = (None if self.validation_fraction is None else
-                 ValidSplit(self.validation_fraction, stratified=False,
-                            random_state=seed))
-        callbacks = list(self.callbacks or [])
-        if self.verbose and not any(isinstance(_callback(c), ProgressBar)
-                                    for c in callbacks):
-            callbacks.append(ProgressBar())
-        return dict(module=module, **module_params, criterion=self._criterion,
-                    optimizer=torch.optim.Adam, lr=self.meta_lr,
-                    max_epochs=self.max_epochs, batch_size=self.meta_batch_size,
-                    train_split=split, callbacks=callbacks, verbose=self.verbose,
-                    device=self.device, shuffle_seed=seed,
+        return dict(**module_params(module, self._module_kwargs(tasks),
+                                    self._routed_params("module__")),
+                    **training_params(self, seed),
+                    criterion=self._criterion, optimizer=torch.optim.Adam,
+                    lr=self.meta_lr, max_epochs=self.max_epochs,
+                    batch_size=self.meta_batch_size, shuffle_seed=seed,
                     iterator_train__collate_fn=self._collate,
                     iterator_valid__collate_fn=self._collate)
 
@@ -196,6 +182,34 @@ class EpisodicLearner(RoutedParamsMixin, BaseEstimator):
         estimators (standalone, picklable anywhere)."""
         module = copy.deepcopy(self.net_.module_).cpu().eval()
         return module.requires_grad_(False)
+
+
+def module_params(module, data_kwargs, routed):
+    """skorch's ``module`` and ``module__*`` arguments.
+
+    A module instance is deep-copied (fitting must not train the user's); a
+    class gets the data-derived ``data_kwargs`` it accepts, then the user's
+    ``routed`` ``module__*`` parameters, which win.
+    """
+    if isinstance(module, torch.nn.Module):
+        return {"module": copy.deepcopy(module)}
+    params = {f"module__{k}": v for k, v in data_kwargs.items()
+              if _accepts(module, k)}
+    return {"module": module, **params, **routed}
+
+
+def training_params(learner, seed):
+    """skorch arguments taken from a learner's shared parameters: validation
+    split, callbacks (with a progress bar when verbose), verbosity, device."""
+    split = (None if learner.validation_fraction is None else
+             ValidSplit(learner.validation_fraction, stratified=False,
+                        random_state=seed))
+    callbacks = list(learner.callbacks or [])
+    if learner.verbose and not any(isinstance(_callback(c), ProgressBar)
+                                   for c in callbacks):
+        callbacks.append(ProgressBar())
+    return dict(train_split=split, callbacks=callbacks, verbose=learner.verbose,
+                device=learner.device)
 
 
 def _accepts(module_class, name):

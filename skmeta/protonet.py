@@ -105,6 +105,15 @@ class ProtoNetCore(EpisodicNet):
     distances to the task's class prototypes."""
 
     def episode_loss(self, batch, training):
+        logits, y_query = self.prototype_logits(batch)
+        loss = self.get_loss(logits, y_query, training=training)
+        accuracy = (logits.argmax(1) == y_query).float().mean()
+        return loss, accuracy
+
+    def prototype_logits(self, batch):
+        """Negative squared distances of every query row to its task's
+        prototypes (-inf for other tasks' classes), and the query labels,
+        both on the core's device."""
         batch = PrototypeBatch(*(t.to(self.device) for t in vars(batch).values()))
         n_support = len(batch.X_support)
         embedded = self.infer(torch.cat([batch.X_support, batch.X_query]))
@@ -118,10 +127,7 @@ class ProtoNetCore(EpisodicNet):
         distances = (query.square().sum(1, keepdim=True) - 2 * query @ prototypes.T
                      + prototypes.square().sum(1)).clamp_min(0)
         other_task = batch.query_task[:, None] != batch.class_task[None, :]
-        logits = (-distances).masked_fill(other_task, -torch.inf)
-        loss = self.get_loss(logits, batch.y_query, training=training)
-        accuracy = (logits.argmax(1) == batch.y_query).float().mean()
-        return loss, accuracy
+        return (-distances).masked_fill(other_task, -torch.inf), batch.y_query
 
 
 class ProtoNetClassifier(MetaClassifierMixin, EpisodicLearner):
