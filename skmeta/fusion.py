@@ -87,15 +87,15 @@ class TorchMLPClassifier(AdaptedClassifier):
 
 
 class _FusedClassifier(AdaptedClassifier):
-    """Shared part of the fused classifiers: the named, fitted models."""
+    """Shared part of the fused classifiers: named, fitted models, combined
+    by ``_combine(X, y_encoded)``."""
+
+    def _fit_encoded(self, X, y):
+        self.model_names_ = np.array([name for name, _ in self.estimators])
+        self._combine(X, y)
 
     def _model_probas(self, X):
         return [model.predict_proba(X) for _, model in self.estimators]
-
-    @property
-    def model_names_(self):
-        """Names of the fused models, in the order of ``estimators``."""
-        return np.array([name for name, _ in self.estimators])
 
 
 class WeightedFusionClassifier(_FusedClassifier):
@@ -154,10 +154,8 @@ class WeightedFusionClassifier(_FusedClassifier):
         self.estimators = estimators
         self.prior_strength = prior_strength
 
-    def _fit_encoded(self, X, y):
-        if not self.prior_strength >= 0:
-            raise ValueError(f"prior_strength must be non-negative, got "
-                             f"{self.prior_strength!r}.")
+    def _combine(self, X, y):
+        _check_prior_strength(self.prior_strength)
         self._check_known_classes()
         probas = self._task_probas(X)
         true_class = probas[:, np.arange(len(y)), y].T
@@ -197,6 +195,12 @@ class WeightedFusionClassifier(_FusedClassifier):
             return np.where(total > 0, out / total, 0.0)
 
 
+def _check_prior_strength(value):
+    if not (isinstance(value, numbers.Real) and value >= 0):
+        raise ValueError(f"prior_strength must be a non-negative number, got "
+                         f"{value!r}.")
+
+
 def _simplex_weights(true_class, mass, prior_strength):
     """Weights w on the simplex minimising sum_i -log(p_i(w)) + prior_strength
     * KL(uniform || w), where p_i(w) = (true_class[i] @ w) / (mass[i] @ w):
@@ -233,11 +237,12 @@ class StackedFusionClassifier(_FusedClassifier):
     known classes, not the probability of one of them: probabilities saturate
     (a confident model says 1 for one class and ~0 for the rest, whatever the
     rest are), while log-probabilities keep the gaps between the unlikely
-    classes. They equal the models' logits (decision scores) up to a shift
-    per model and sample, and every scikit-learn classifier has them, unlike
-    ``decision_function``. ``fit`` trains a clone of ``combiner`` on the
-    meta-features of ``X``. This is what :meth:`MetaFusionClassifier.adapt`
-    returns for ``fusion="stacking"``.
+    classes. For softmax models (the default torch MLP, logistic regression)
+    they are the logits (decision scores) up to a shift per model and sample,
+    and every scikit-learn classifier has them, unlike ``decision_function``.
+    ``fit`` trains a clone of ``combiner`` on the meta-features of ``X``.
+    This is what :meth:`MetaFusionClassifier.adapt` returns for
+    ``fusion="stacking"``.
 
     Parameters
     ----------
@@ -275,7 +280,7 @@ class StackedFusionClassifier(_FusedClassifier):
         self.estimators = estimators
         self.combiner = combiner
 
-    def _fit_encoded(self, X, y):
+    def _combine(self, X, y):
         combiner = (LogisticRegression(max_iter=1000) if self.combiner is None
                     else self.combiner)
         self.combiner_ = clone(combiner).fit(self._meta_features(X), y)
@@ -408,6 +413,7 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         self.estimators_ = list(zip(names, models, strict=True))
 
     def _adapt(self, X_support, y_support):
+        self._check_params()  # they may have been set after fit
         estimators = [(name, FrozenEstimator(model))
                       for name, model in self.estimators_]
         if self.fusion == "weighted":
@@ -420,6 +426,7 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         if self.fusion not in ("weighted", "stacking"):
             raise ValueError(f"fusion must be 'weighted' or 'stacking', got "
                              f"{self.fusion!r}.")
+        _check_prior_strength(self.prior_strength)
         limit = self.max_local_models
         if limit is not None and not (isinstance(limit, numbers.Integral)
                                       and limit >= 1):

@@ -238,7 +238,8 @@ def test_adapted_estimator_refits_from_the_meta_trained_models(rule_fusion,
     assert refit.estimators[1][1].estimator is rule_fusion.estimators_[1][1]
 
 
-def test_inconsistent_feature_counts_and_bad_params_raise_clear_errors(rule_tasks):
+def test_inconsistent_feature_counts_and_bad_params_raise_clear_errors(
+        rule_fusion, rule_tasks):
     train, new = rule_tasks
     narrow = Task(new.X_support[:, :3], new.y_support, new.X_query[:, :3],
                   new.y_query)
@@ -258,9 +259,12 @@ def test_inconsistent_feature_counts_and_bad_params_raise_clear_errors(rule_task
             "max_local_models must be a positive int or None, got 0.")):
         MetaFusionClassifier(max_local_models=0).fit(train)
     with pytest.raises(ValueError, match=re.escape(
-            "prior_strength must be non-negative, got -1.")):
-        MetaFusionClassifier(LogisticRegression(), prior_strength=-1).fit(
-            train).adapt(new.X_support, new.y_support)
+            "prior_strength must be a non-negative number, got -1.")):
+        MetaFusionClassifier(LogisticRegression(), prior_strength=-1).fit(train)
+    with pytest.raises(ValueError, match=re.escape(
+            "prior_strength must be a non-negative number, got 'high'.")):
+        WeightedFusionClassifier(rule_fusion.estimators_, "high").fit(
+            new.X_support, new.y_support)
 
 
 class EndFeatures(ClassifierMixin, BaseEstimator):
