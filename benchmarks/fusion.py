@@ -85,12 +85,12 @@ def make_sites(regime, n_train_sites, n_test_sites, seed=0):
         prior = rng.dirichlet(np.ones(10))[y[pool]]
         return rng.choice(pool, n, replace=False, p=prior / prior.sum())
 
-    train = []
+    train, train_kinds = [], np.arange(n_train_sites) % n_types
     for i in range(n_train_sites):
         rows = by_prior(train_pool, 150)
         counts = np.bincount(y[rows], minlength=10)
         rows = rows[counts[y[rows]] >= 2]  # (X, y) tasks are split stratified
-        train.append((view(rows, i % n_types), y[rows]))
+        train.append((view(rows, train_kinds[i]), y[rows]))
     test = []
     for i in range(n_test_sites):
         support = np.concatenate([rng.choice(test_pool[y[test_pool] == c], 5,
@@ -98,12 +98,15 @@ def make_sites(regime, n_train_sites, n_test_sites, seed=0):
         query = by_prior(np.setdiff1d(test_pool, support), 100)
         X_all = view(np.concatenate([support, query]), i % n_types)
         test.append(Task(X_all[:50], y[support], X_all[50:], y[query]))
-    return train, test
+    return train, test, train_kinds
 
 
-def site_accuracies(model, task):
+def site_accuracies(model, task, same_kind):
+    """Query accuracies on one test site, and the share of the weighted
+    fusion's local-model weight that goes to sites of the test site's type."""
     weighted = model.set_params(fusion="weighted").adapt(task.X_support,
                                                          task.y_support)
+    local_weights = weighted.weights_[1:]  # the global model comes first
     stacked = model.set_params(fusion="stacking").adapt(task.X_support,
                                                         task.y_support)
     models = [m for _, m in model.estimators_]
@@ -116,14 +119,15 @@ def site_accuracies(model, task):
         "best local model (chosen on support)": local_query[
             int(np.argmax(local_support))],
         "best local model (oracle, chosen on query)": max(local_query),
-        **support_baselines(task)}
+        **support_baselines(task)}, local_weights[same_kind].sum() / local_weights.sum()
 
 
 def run_sites(quick):
     n_train, n_test = (12, 8) if quick else (24, 40)
     rows, timing = {}, {}
     for regime in ("calibration", "rewired"):
-        train, test = make_sites(regime, n_train, n_test)
+        train, test, train_kinds = make_sites(regime, n_train, n_test)
+        n_types = train_kinds.max() + 1
         for base_name, base in (("torch MLP (default)", None),
                                 ("logistic regression",
                                  LogisticRegression(max_iter=1000))):
@@ -131,7 +135,9 @@ def run_sites(quick):
             start = time.perf_counter()
             model.fit(train)
             fit_s = time.perf_counter() - start
-            per_task = [site_accuracies(model, task) for task in test]
+            per_task, shares = zip(*(
+                site_accuracies(model, task, train_kinds == i % n_types)
+                for i, task in enumerate(test)), strict=True)
             scores = {k: [p[k] for p in per_task] for k in per_task[0]}
             gaps = {f"weighted - {other}": np.subtract(scores["weighted fusion"],
                                                        scores[other]).tolist()
@@ -139,6 +145,8 @@ def run_sites(quick):
                                   "best local model (chosen on support)")}
             rows[f"{regime} / {base_name}"] = {
                 "scores": scores, "paired_gaps": gaps, "fit_s": fit_s,
+                "same_type_weight_share": list(shares),
+                "same_type_chance": float(np.mean(train_kinds == 0)),
                 "n_test_sites": len(test), "n_models": len(model.estimators_)}
         timing[regime] = fit_times(train)
     return rows, timing
@@ -216,6 +224,11 @@ def markdown(sites, timing, rotation, rotation_fit, quick):
     for gap in next(iter(sites.values()))["paired_gaps"]:
         lines.append(f"| *{gap} (paired)* | " + " | ".join(
             cell(row["paired_gaps"][gap]) for row in sites.values()) + " |")
+    lines.append("| *weighted: share of local weight on sites of the test site's "
+                 "type (chance)* | " + " | ".join(
+                     f"{cell(row['same_type_weight_share'])} "
+                     f"({100 * row['same_type_chance']:.0f})"
+                     for row in sites.values()) + " |")
     lines.append("| fit time (s, n_jobs=1) | " + " | ".join(
         f"{row['fit_s']:.1f}" for row in sites.values()) + " |")
     lines += ["", "Fit time of the default fusion (torch MLP base) against "
@@ -253,6 +266,9 @@ def main():
         "sites": {k: {"accuracy": {m: interval(v) for m, v in row["scores"].items()},
                       "paired_gaps": {m: interval(v)
                                       for m, v in row["paired_gaps"].items()},
+                      "same_type_weight_share": interval(
+                          row["same_type_weight_share"]),
+                      "same_type_chance": row["same_type_chance"],
                       "fit_s": row["fit_s"], "n_test_sites": row["n_test_sites"],
                       "n_models": row["n_models"]} for k, row in sites.items()},
         "fit_time_vs_n_jobs_s": timing,

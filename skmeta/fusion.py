@@ -158,9 +158,12 @@ class WeightedFusionClassifier(_FusedClassifier):
         _check_prior_strength(self.prior_strength)
         self._check_known_classes()
         probas = self._task_probas(X)
-        true_class = probas[:, np.arange(len(y)), y].T
-        self.weights_ = _simplex_weights(true_class, probas.sum(2).T,
-                                         self.prior_strength)
+        knows_some = np.array([np.isin(self.classes_, model.classes_).any()
+                               for _, model in self.estimators])
+        self.weights_ = np.zeros(len(self.estimators))
+        self.weights_[knows_some] = _simplex_weights(
+            probas[knows_some][:, np.arange(len(y)), y].T,
+            probas[knows_some].sum(2).T, self.prior_strength)
 
     def _predict_proba(self, X):
         fused = np.einsum("m,mnc->nc", self.weights_, self._task_probas(X))
@@ -204,11 +207,9 @@ def _check_prior_strength(value):
 def _simplex_weights(true_class, mass, prior_strength):
     """Weights w on the simplex minimising sum_i -log(p_i(w)) + prior_strength
     * KL(uniform || w), where p_i(w) = (true_class[i] @ w) / (mass[i] @ w):
-    the fused probability of example i's class. Models whose mass is zero on
-    every example (they know none of the task's classes) get weight zero."""
-    used = mass.any(0)
-    true_class, mass = (torch.as_tensor(a[:, used]) for a in (true_class, mass))
-    logits = torch.zeros(int(used.sum()), dtype=torch.float64, requires_grad=True)
+    the fused probability of example i's class."""
+    true_class, mass = torch.as_tensor(true_class), torch.as_tensor(mass)
+    logits = torch.zeros(mass.shape[1], dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([logits], max_iter=200, tolerance_grad=1e-10,
                                   line_search_fn="strong_wolfe")
 
@@ -216,15 +217,15 @@ def _simplex_weights(true_class, mass, prior_strength):
         optimizer.zero_grad()
         log_w = torch.log_softmax(logits, 0)
         w = log_w.exp()
-        log_p = (true_class @ w).clamp_min(1e-12).log() - (mass @ w).log()
+        # clamped: an example no model gives any mass adds a constant
+        log_p = ((true_class @ w).clamp_min(1e-12).log()
+                 - (mass @ w).clamp_min(1e-12).log())
         loss = -log_p.sum() - prior_strength * log_w.mean()
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    weights = np.zeros(len(used))
-    weights[used] = torch.softmax(logits.detach(), 0).numpy()
-    return weights
+    return torch.softmax(logits.detach(), 0).numpy()
 
 
 class StackedFusionClassifier(_FusedClassifier):

@@ -102,6 +102,14 @@ def test_classes_a_model_never_saw_get_zero_probability_from_it():
     np.testing.assert_allclose(clf.predict_proba(X[:1]), [[0.5, 0.5]], atol=1e-5)
 
 
+def test_examples_no_model_gives_mass_keep_weights_finite_and_proba_uniform():
+    zero = FrozenEstimator(Fixed({"a": 0.0, "b": 0.0, "z": 1.0}).fit())
+    clf = WeightedFusionClassifier([("zero", zero)]).fit(np.zeros((2, 1)),
+                                                         ["a", "b"])
+    np.testing.assert_array_equal(clf.weights_, [1.0])
+    np.testing.assert_array_equal(clf.predict_proba(np.zeros((1, 1))), [[0.5, 0.5]])
+
+
 def test_weighted_fusion_rejects_classes_no_model_has_seen(rule_fusion, rule_tasks):
     new = rule_tasks[1]
     y = np.where(new.y_support == 1, 7, 0)
