@@ -163,6 +163,19 @@ def test_torch_mlp_classifier_is_reproducible_and_keeps_user_labels(rule_tasks):
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fusion_of_torch_models_trained_on_cuda(rule_tasks, tmp_path):
+    train, new = rule_tasks
+    model = MetaFusionClassifier(TorchMLPClassifier(device="cuda"),
+                                 random_state=0).fit(train)
+    clf = model.adapt(new.X_support[:40], new.y_support[:40])
+    assert clf.model_names_[clf.weights_.argmax()] == "task 3"
+    joblib.dump(clf, tmp_path / "adapted.joblib")
+    np.testing.assert_allclose(
+        joblib.load(tmp_path / "adapted.joblib").predict_proba(new.X_query),
+        clf.predict_proba(new.X_query))
+
+
 def test_max_local_models_clusters_tasks_by_their_inputs():
     rng = np.random.default_rng(1)
     directions = rng.normal(size=(3, 4))
