@@ -320,11 +320,11 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
     of models that every prediction runs: the tasks are clustered by k-means
     on a description of their inputs (each feature's mean and standard
     deviation over the task's examples, in units of that feature's standard
-    deviation over all training data) and one
-    local model is trained per cluster, on the cluster's pooled data. Tasks
-    from the same site or domain thus share a model, and no data is dropped.
-    Clusters group tasks by their inputs only, so a cluster's model may learn
-    the union of its tasks' label sets.
+    deviation over all training data) and one local model is trained per
+    cluster, on the cluster's pooled data. Tasks from the same site or domain
+    thus share a model, and no data is dropped. Clusters group tasks by their
+    inputs only, so a cluster's model may learn the union of its tasks' label
+    sets.
 
     Parameters
     ----------
