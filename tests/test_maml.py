@@ -63,7 +63,7 @@ def reference_meta_gradient(tasks, inner_lr=0.3, second_order=True):
 
     def loss(weights, X, y):
         names = [name for name, _ in net.named_parameters()]
-        out = torch.func.functional_call(net, dict(zip(names, weights)),
+        out = torch.func.functional_call(net, dict(zip(names, weights, strict=True)),
                                          (torch.as_tensor(X, dtype=torch.float32),))
         return (out[:, 0] - torch.as_tensor(y, dtype=torch.float32)).square().mean()
 
@@ -170,7 +170,8 @@ def test_batchnorm_uses_each_tasks_own_batch_statistics(train_tasks, test_tasks)
         alone = [learner.forward({k: v[i:i + 1] for k, v in fast.items()},
                                  group.X_query[i:i + 1])[0] for i in range(2)]
         # a constant shift of a task's inputs is removed by its own statistics
-        shifted = learner.forward(fast, group.X_query + torch.tensor([[[0.0]], [[3.0]]]))
+        shift = torch.tensor([[[0.0]], [[3.0]]])
+        shifted = learner.forward(fast, group.X_query + shift)
     torch.testing.assert_close(together, torch.stack(alone))
     torch.testing.assert_close(shifted[1], together[1], rtol=1e-3, atol=1e-3)
 

@@ -9,8 +9,12 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils.validation import check_is_fitted
 
 from .._episodic import EpisodicLearner
-from ..base import (AdaptedClassifier, AdaptedRegressor, MetaClassifierMixin,
-                    MetaRegressorMixin)
+from ..base import (
+    AdaptedClassifier,
+    AdaptedRegressor,
+    MetaClassifierMixin,
+    MetaRegressorMixin,
+)
 from ._core import ALGORITHMS, FunctionalLearner, MAMLBatch, MAMLCore, group_tasks
 
 
