@@ -214,13 +214,16 @@ def speed(cfg):
     tasks = (digits_tasks(cfg["n_speed"], "train_classes", SEED)
              if cfg["classification"] else sinusoid_tasks(cfg["n_speed"], SEED))
     warm_up = tasks[:2 * cfg["meta_batch"]]
-    rounds = {peer: [] for peer in cfg["peers"]}
-    for peer in cfg["peers"]:
-        LEARNERS[peer](cfg, network(cfg), warm_up)
+    labels = {peer: (peer, {}) for peer in cfg["peers"]}
+    labels.update({label: ("skmeta", extra)
+                   for label, extra in cfg.get("extra", {}).items()})
+    rounds = {label: [] for label in labels}
+    for learner, extra in labels.values():
+        LEARNERS[learner]({**cfg, **extra}, network(cfg), warm_up)
     for _ in range(cfg["rounds"]):
-        for peer in cfg["peers"]:
-            elapsed, _ = LEARNERS[peer](cfg, network(cfg), tasks)
-            rounds[peer].append(len(tasks) / elapsed)
+        for label, (learner, extra) in labels.items():
+            elapsed, _ = LEARNERS[learner]({**cfg, **extra}, network(cfg), tasks)
+            rounds[label].append(len(tasks) / elapsed)
     return {"rounds": rounds}
 
 
@@ -312,8 +315,11 @@ def plan(quick):
     rounds = {"rounds": 2 if quick else 5}
     speeds = [("digits", {**digits, **rounds, "n_speed": 640 if quick else 1280}),
               ("sinusoid", {**sinusoid, **rounds, "n_speed": 500 if quick else 2500}),
-              ("digits, 2 threads", {**digits, **rounds, "threads": 2,
-                                     "n_speed": 640 if quick else 1280})]
+              ("digits, 2 threads", {**digits, "rounds": 3, "threads": 2,
+                                     "n_speed": 320 if quick else 640}),
+              ("digits, meta-batch 512, 5 steps", {
+                  **memory, "rounds": 3, "n_speed": 1024,
+                  "extra": {"skmeta, one chunk (naive vmap)": {"chunk_size": 512}}})]
     runs = []
     for name, cfg in (("digits", digits), ("sinusoid", sinusoid)):
         runs += [(name, peer, {**cfg, "learner": peer}) for peer in PEERS]
@@ -331,8 +337,8 @@ def plan(quick):
          {**digits, "learner": "centroid"}),
         ("digits, baselines", "ProtoNetClassifier (MLP)",
          {**digits, "learner": "protonet"}),
-        ("digits, baselines", "ProtoNetClassifier (ConvNet)",
-         {**digits, "learner": "protonet", "conv": True}),
+        ("digits, baselines", "ProtoNetClassifier (ConvNet, 4000 tasks)",
+         {**sized(DIGITS, 4000), "learner": "protonet", "conv": True}),
         ("digits, baselines", "skmeta MAML (ConvNet, 4000 tasks)",
          {**sized(DIGITS, 4000 if not quick else 3200), "learner": "skmeta",
           "conv": True}),
@@ -352,7 +358,9 @@ def available(learner):
 
 
 def _env(threads=1):
+    # passive waiting: spinning OpenMP threads collapse on a loaded machine
     return {**os.environ, "OMP_NUM_THREADS": str(threads),
+            "OMP_WAIT_POLICY": "PASSIVE",
             "MKL_NUM_THREADS": str(threads),
             "PYTHONPATH": os.pathsep.join(filter(None, [
                 str(Path(__file__).parents[1]), ARGS.peers,
@@ -426,11 +434,13 @@ def markdown(speed_results, results, meta):
               "skmeta / higher |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in speed_results:
         rounds = r["rounds"]
-        cells = [f"{_median(rounds[p]):.0f}" if p in rounds else "skipped"
-                 for p in PEERS]
-        ratios = [f"{_median(np.divide(rounds['skmeta'], rounds[p])):.2f}x"
-                  if p in rounds else "" for p in PEERS[1:]]
-        lines.append(f"| {r['setting']} | {' | '.join(cells + ratios)} |")
+        for label in [p for p in rounds if p not in PEERS[1:]]:
+            cells = [f"{_median(rounds[p]):.0f}" if p in rounds else "skipped"
+                     for p in (label, *PEERS[1:])]
+            ratios = [f"{_median(np.divide(rounds[label], rounds[p])):.2f}x"
+                      if p in rounds else "" for p in PEERS[1:]]
+            name = r["setting"] + ("" if label == "skmeta" else f" ({label})")
+            lines.append(f"| {name} | {' | '.join(cells + ratios)} |")
     lines += ["", "Accuracy (5-way 1-shot, 600 test episodes on unseen classes) or "
               "query MSE (600 sinusoid tasks), and peak memory (each run in its "
               "own process; resident set before training in brackets; tasks/s "

@@ -24,7 +24,7 @@ from .._episodic import EpisodicNet
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile")
 
 # Floats one chunk of tasks may hold in parameter copies and activations.
-_CHUNK_BUDGET = 2**22
+_CHUNK_BUDGET = 2**24
 
 
 @dataclass
@@ -248,7 +248,6 @@ class MAMLCore(EpisodicNet):
         super().initialize_module()
         torch.func.replace_all_batch_norm_modules_(self.module_)
         self.adapted_ = adapted_names(self.module_, self.algorithm)
-        self._per_row = None
         if self.algorithm == "metasgd":
             self.inner_rates_ = InnerRates(self.module_, self.inner_lr)
         return self
@@ -310,33 +309,36 @@ class MAMLCore(EpisodicNet):
         return loss, _outputs(learner, outputs, chunk)
 
     def resolve_chunk_size(self, group, learner):
-        """Tasks processed together: ``chunk_size``, or with "auto" as many
-        as keep an estimate of their parameter copies and activations under
-        a fixed budget (so memory does not grow with the meta-batch)."""
-        if self.chunk_size != "auto":
-            return self.chunk_size
-        steps = self.inner_steps
-        n_adapted = sum(p.numel() for p in learner.init.values())
-        per_row = self._activations_per_row(learner, group)
-        rows = steps * group.X_support.shape[1] + group.X_query.shape[1]
-        per_task = 2 * (steps + 1) * n_adapted + 2 * rows * per_row
-        return max(1, min(len(group), _CHUNK_BUDGET // per_task))
+        return chunk_size(self.chunk_size, learner, group, self.inner_steps)
 
-    def _activations_per_row(self, learner, group):
-        """Floats the module's layers output per input row (probed once)."""
-        if self._per_row is None:
-            rows = torch.cat([group.X_support[0], group.X_query[0]])[:2]
-            sizes = []
-            hooks = [m.register_forward_hook(
-                lambda m, i, o: sizes.append(o.numel() if isinstance(
-                    o, torch.Tensor) else 0))
-                for m in self.module_.modules() if not list(m.children())]
-            with torch.no_grad():
-                self.module_(rows)
-            for hook in hooks:
-                hook.remove()
-            self._per_row = math.ceil(sum(sizes) / len(rows))
-        return self._per_row
+
+def chunk_size(size, learner, group, steps):
+    """Tasks processed together: ``size``, or with "auto" as many as keep an
+    estimate of their parameter copies and activations under a fixed budget
+    (so memory does not grow with the meta-batch)."""
+    if size != "auto":
+        return size
+    n_adapted = sum(p.numel() for p in learner.init.values())
+    rows = steps * group.X_support.shape[1] + group.X_query.shape[1]
+    per_task = (2 * (steps + 1) * n_adapted
+                + 2 * rows * _activations_per_row(learner.module, group))
+    return max(1, min(len(group), _CHUNK_BUDGET // per_task))
+
+
+def _activations_per_row(module, group):
+    """Floats the module's layers output per input row, probed on two rows."""
+    rows = torch.cat([group.X_support[0], group.X_query[0]])[:2]
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, out: sizes.append(
+        out.numel() if isinstance(out, torch.Tensor) else 0))
+        for m in module.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            module(rows)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return math.ceil(sum(sizes) / len(rows))
 
 
 def _outputs(learner, outputs, chunk):

@@ -15,7 +15,14 @@ from ..base import (
     MetaClassifierMixin,
     MetaRegressorMixin,
 )
-from ._core import ALGORITHMS, FunctionalLearner, MAMLBatch, MAMLCore, group_tasks
+from ._core import (
+    ALGORITHMS,
+    FunctionalLearner,
+    MAMLBatch,
+    MAMLCore,
+    chunk_size,
+    group_tasks,
+)
 
 
 class _AdaptedMAML:
@@ -271,7 +278,8 @@ class _MAMLLearner(EpisodicLearner):
                                     self._classification)
         predictions = [None] * len(tasks)
         for group in group_tasks(tasks, self._classification):
-            for chunk in group.chunks(self.net_.resolve_chunk_size(group, learner)):
+            size = chunk_size(self.chunk_size, learner, group, self._test_steps)
+            for chunk in group.chunks(size):
                 with torch.enable_grad():
                     fast = learner.adapt(chunk.X_support, chunk.y_support,
                                          chunk.n_way, self._test_steps, track=False)
