@@ -2,11 +2,10 @@
 
 A meta-batch is split into groups of tasks with the same shapes (support
 size, query size, number of classes); within a group, tasks run together:
-the fast weights carry a leading task dimension, the forward pass is
-``torch.func.vmap`` of ``functional_call`` over them, and one
-``torch.autograd.grad`` of the summed task losses gives every task's inner
-gradient at once (tasks are independent, so the gradient of the sum with
-respect to task ``i``'s weights is task ``i``'s gradient). No Python loop over
+the inner loop of one task (``torch.func.grad`` of ``functional_call``) is
+vectorised over them with ``torch.func.vmap``, so the fast weights carry a
+leading task dimension, and the meta-gradient (second order unless asked
+otherwise) comes from one backward pass through it. No Python loop over
 tasks, no module copies. Groups are processed in chunks whose meta-gradients
 are accumulated, so memory stays flat as the meta-batch grows.
 """
@@ -145,15 +144,26 @@ class FunctionalLearner:
         order); ``track=False`` detaches the initialisation (evaluation).
         Returns a dict of tensors with a leading task dimension.
         """
-        fast = {name: _batched(p if track else p.detach(), len(X))
-                for name, p in self.init.items()}
-        for _ in range(steps):
-            loss = self.losses(self.forward(fast, X), y, n_way).sum()
-            grads = torch.autograd.grad(loss, list(fast.values()),
-                                        create_graph=create_graph)
-            fast = {name: self._step(name, w, g)
-                    for (name, w), g in zip(fast.items(), grads, strict=True)}
-        return fast
+        init = self.init if track else {k: w.detach() for k, w in self.init.items()}
+        inner_grad = torch.func.grad(self._task_loss)
+
+        def one_task(weights, rows, targets):
+            for _ in range(steps):
+                grads = inner_grad(weights, rows, targets, n_way)
+                weights = {name: self._step(name, w, grads[name] if create_graph
+                                            else grads[name].detach())
+                           for name, w in weights.items()}
+            return weights
+
+        return vmap(one_task, in_dims=(None, 0, 0), randomness="different")(
+            init, X, y)
+
+    def _task_loss(self, weights, rows, targets, n_way):
+        outputs = functional_call(self.module, (weights, self.fixed, self.buffers),
+                                  (rows,))
+        if self.classification:
+            return F.cross_entropy(self.logits(outputs, n_way), targets)
+        return (outputs.reshape(targets.shape) - targets).square().mean()
 
     def forward(self, fast, X):
         """The module's outputs for each task's rows under its fast weights."""
@@ -185,13 +195,6 @@ class FunctionalLearner:
         if isinstance(self.inner_lr, dict):  # Meta-SGD: learned rate tensors
             return weights - self.inner_lr[name] * grads
         return torch.add(weights, grads, alpha=-self.inner_lr)
-
-
-def _batched(param, n_tasks):
-    """``param`` repeated along a new leading task dimension (a view), with
-    gradients enabled so that per-task inner gradients can be taken."""
-    weights = param.expand(n_tasks, *param.shape)
-    return weights if weights.requires_grad else weights.requires_grad_()
 
 
 def adapted_names(module, algorithm):
