@@ -7,6 +7,7 @@ import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils.estimator_checks import check_estimator
+from skorch.callbacks import EarlyStopping
 
 from skmeta import MAMLClassifier, MAMLRegressor, Task
 from skmeta.datasets import make_sinusoid_tasks
@@ -289,6 +290,15 @@ def test_joblib_round_trip_gives_identical_predictions(maml, test_tasks, tmp_pat
     np.testing.assert_array_equal(
         joblib.load(tmp_path / "adapted.joblib").predict_proba(
             test_tasks[0].X_query), adapted.predict_proba(test_tasks[0].X_query))
+
+
+def test_meta_validation_tasks_feed_early_stopping(train_tasks):
+    model = MAMLClassifier(
+        inner_lr=0.5, max_epochs=30, validation_fraction=0.25, random_state=0,
+        callbacks=[EarlyStopping(patience=1, threshold=0.5)]).fit(train_tasks[:64])
+    assert len(model.history_) < 30
+    assert {"valid_loss", "valid_acc"} <= set(model.history_[-1])
+    assert model.history_[-1, "valid_acc"] > 0.2  # adapted at validation too
 
 
 def test_nan_meta_loss_stops_training_with_clear_error(train_tasks):
