@@ -201,7 +201,10 @@ def run(cfg):
     result = {"tasks_per_s": len(train) / elapsed, "peak_rss_mb": _peak_rss_mb(),
               "rss_before_mb": rss_before}
     for steps in cfg["test_steps"]:
-        result[f"test_{steps}"] = _mean_ci(evaluate(test, steps))
+        try:
+            result[f"test_{steps}"] = _mean_ci(evaluate(test, steps))
+        except FloatingPointError as error:  # skmeta refuses to predict NaN
+            result[f"test_{steps}"] = str(error).split(";")[0]
     return result
 
 
@@ -453,6 +456,7 @@ def markdown(speed_results, results, meta):
                   if "peak_rss_mb" in r else "")
         unit = "acc" if r["config"]["classification"] else "MSE"
         cells = [f"{v[0]:.3f} ± {v[1]:.3f} ({unit}, {k.split('_')[1]} st)"
+                 if isinstance(v, list) else f"{k.split('_')[1]} st: {v}"
                  for k, v in r.items() if k.startswith("test_")]
         cells += [""] * (2 - len(cells))
         lines.append(f"| {r['setting']} | {r['label']} | "

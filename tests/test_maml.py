@@ -1,3 +1,4 @@
+import copy
 import re
 
 import joblib
@@ -307,6 +308,20 @@ def test_nan_meta_loss_stops_training_with_clear_error(train_tasks):
                        r"epoch 1, meta-batch \d+; training stopped"):
         model.fit(train_tasks[:32])
     assert all(torch.isfinite(p).all() for p in model.net_.module_.parameters())
+
+
+def test_diverging_adaptation_raises_instead_of_predicting_nan(maml, test_tasks):
+    task = test_tasks[0]
+    diverging = maml.adapt(task.X_support, task.y_support).set_params(
+        inner_lr=1e30, inner_steps=3)
+    with pytest.raises(FloatingPointError, match=re.escape(
+            "Task 0: adaptation diverged (non-finite weights) within 3 gradient "
+            "steps with inner_lr=1e+30; use fewer test_inner_steps")):
+        diverging.fit(task.X_support, task.y_support)
+    model = copy.deepcopy(maml)
+    model.inner_lr_ = 1e30  # as if meta-training had learned a huge rate
+    with pytest.raises(FloatingPointError, match=r"Task \d+: adaptation diverged"):
+        model.predict(test_tasks[:3])
 
 
 @pytest.mark.parametrize(("params", "message"), [

@@ -39,12 +39,26 @@ class _AdaptedMAML:
         X, y = torch.from_numpy(X)[None], torch.from_numpy(y)[None]
         with torch.enable_grad():
             fast = self._learner().adapt(X, y, n_way, self.inner_steps, track=False)
+        _check_finite(fast, self.inner_steps, self.inner_lr)
         self.weights_ = {name: w[0].detach() for name, w in fast.items()}
 
     def _outputs(self, X):
         fast = {name: w[None] for name, w in self.weights_.items()}
         with torch.no_grad():
             return self._learner().forward(fast, torch.from_numpy(X)[None])[0]
+
+
+def _check_finite(fast, steps, inner_lr, index=(0,)):
+    """Raise if adaptation diverged (non-finite fast weights) in any task."""
+    finite = torch.stack([w.flatten(1).isfinite().all(1) for w in fast.values()])
+    if not finite.all():
+        task = index[int((~finite.all(0)).nonzero()[0])]
+        rate = "the learned inner rates" if isinstance(inner_lr, dict) else (
+            f"inner_lr={inner_lr}")
+        raise FloatingPointError(
+            f"Task {task}: adaptation diverged (non-finite weights) within {steps} "
+            f"gradient steps with {rate}; use fewer test_inner_steps or a "
+            "smaller inner_lr.")
 
 
 _ADAPTED_PARAMS = """
@@ -283,6 +297,7 @@ class _MAMLLearner(EpisodicLearner):
                 with torch.enable_grad():
                     fast = learner.adapt(chunk.X_support, chunk.y_support,
                                          chunk.n_way, self._test_steps, track=False)
+                _check_finite(fast, self._test_steps, self.inner_lr, chunk.index)
                 with torch.no_grad():
                     outputs = learner.forward(fast, chunk.X_query)
                 for i, index in enumerate(chunk.index):
