@@ -5,7 +5,7 @@ subprocess (so peak memory is that run's own), with the same network, the
 same initial weights, the same hyperparameters and the same training tasks
 (each seen once; skmeta visits them in its own shuffled order)::
 
-    python benchmarks/maml.py            # full run (about 20 minutes)
+    python benchmarks/maml.py            # full run (about 15 minutes)
     python benchmarks/maml.py --quick    # smoke run
 
 Results go to benchmarks/results/maml.md and maml.json. learn2learn 0.2.0
