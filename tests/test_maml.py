@@ -7,13 +7,15 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 from skorch.callbacks import EarlyStopping
 
-from skmeta import MAMLClassifier, MAMLRegressor, Task
+from skmeta import MAMLClassifier, MAMLRegressor, Task, TaskWise, adapt
 from skmeta.datasets import make_sinusoid_tasks
 from skmeta.maml import MAMLAdaptedClassifier, MAMLAdaptedRegressor
-from skmeta.maml._core import FunctionalLearner, MAMLBatch
+from skmeta.maml._core import FunctionalLearner, MAMLBatch, chunk_size
 from skmeta.nn import MLP
 from skmeta.protonet import PrototypeClassifier
 
@@ -112,6 +114,17 @@ def test_chunked_meta_batch_gives_the_same_meta_gradient():
     for chunk, full in zip(meta_gradient("maml", tasks, inner_steps=2, chunk_size=2),
                            whole, strict=True):
         torch.testing.assert_close(chunk, full, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_chunks_bound_the_work_held_at_once(train_tasks):
+    learner = FunctionalLearner(MLP(64, (128, 128), 5), 0.5)
+    small = MAMLBatch.collate_classification(train_tasks[:32]).groups[0]
+    large = MAMLBatch.collate_classification(train_tasks[:300]).groups[0]
+    assert chunk_size("auto", learner, small, steps=1) == 32  # one chunk
+    per_chunk = chunk_size("auto", learner, large, steps=5)
+    assert 1 < per_chunk < 300
+    assert chunk_size("auto", learner, large, steps=1) > per_chunk
+    assert chunk_size(7, learner, large, steps=5) == 7
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "metasgd", "anil",
@@ -263,6 +276,17 @@ def test_adapt_returns_standalone_classifier_and_leaves_model_alone(maml,
     np.testing.assert_allclose(refit.predict_proba(task.X_query), proba)
     for p, q in zip(maml.module_.parameters(), before, strict=True):
         assert torch.equal(p, q)
+
+
+def test_pipeline_with_task_wise_scaling_fits_scores_and_adapts(train_tasks,
+                                                               test_tasks):
+    pipeline = make_pipeline(TaskWise(StandardScaler()),
+                             MAMLClassifier(inner_lr=0.5, max_epochs=1,
+                                            random_state=0)).fit(train_tasks)
+    assert pipeline.score(test_tasks) > 0.3
+    task = test_tasks[0]
+    assert adapt(pipeline, task.X_support, task.y_support).predict(
+        task.X_query).shape == (len(task.X_query),)
 
 
 def test_same_random_state_gives_identical_models(train_tasks):
