@@ -3,9 +3,11 @@
 from ._version import __version__
 from .distill import MetaDistiller
 from .fusion import MetaFusionClassifier
+from .maml import MAMLClassifier, MAMLRegressor
 from .pipeline import TaskWise, adapt
 from .protonet import ProtoNetClassifier
 from .tasks import Task
 
-__all__ = ["MetaDistiller", "MetaFusionClassifier", "ProtoNetClassifier", "Task",
-           "TaskWise", "adapt", "__version__"]
+__all__ = ["MAMLClassifier", "MAMLRegressor", "MetaDistiller",
+           "MetaFusionClassifier", "ProtoNetClassifier", "Task", "TaskWise",
+           "adapt", "__version__"]

@@ -73,12 +73,16 @@ class EpisodicNet(NeuralNet):
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
         loss = self._episode_step(batch, "train")
-        if distributed.is_data_parallel():
-            parameters = [p for _, p in self.get_all_learnable_params()]
-            loss = distributed.backward_share(loss, len(batch), parameters)
-        else:
-            loss.backward()
-        return {"loss": loss, "y_pred": None}
+        loss.backward()
+        return {"loss": self._synchronise(loss, len(batch)), "y_pred": None}
+
+    def _synchronise(self, loss, n_tasks):
+        """Under data-parallel training, turn this process's meta-gradient and
+        loss into those of the global meta-batch (a no-op otherwise)."""
+        if not distributed.is_data_parallel():
+            return loss
+        parameters = [p for _, p in self.get_all_learnable_params()]
+        return distributed.reduce_share(loss, n_tasks, parameters)
 
     def validation_step(self, batch, **fit_params):
         self._set_training(False)

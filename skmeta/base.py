@@ -221,3 +221,42 @@ class AdaptedClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
+
+
+class AdaptedRegressor(VersionedPickleMixin, RegressorMixin, BaseEstimator):
+    """Base class of the per-task regressors that ``adapt`` returns.
+
+    Handles scikit-learn's input validation; subclasses implement
+    ``_fit_array(X, y)`` (float32 arrays) and ``_predict(X)``.
+    """
+
+    def fit(self, X, y):
+        """Adapt to the task whose labelled examples are ``X``, ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self : object
+        """
+        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
+        self._fit_array(X, y.astype(np.float32))
+        return self
+
+    def predict(self, X):
+        """Predicted target of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        return self._predict(X)

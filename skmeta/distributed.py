@@ -40,17 +40,18 @@ def rank_and_world_size():
     return dist.get_rank(), dist.get_world_size()
 
 
-def backward_share(loss, n_tasks, parameters):
-    """Backpropagate this process's share of the global meta-loss and sum the
-    gradients of all processes; returns the global meta-loss."""
+def reduce_share(loss, n_tasks, parameters):
+    """Turn the meta-gradient (already in ``.grad``) and meta-loss of this
+    process's ``n_tasks`` tasks into those of the global meta-batch: each
+    share weighted by its number of tasks, summed over processes."""
     total = torch.tensor(float(n_tasks), device=loss.device)
     dist.all_reduce(total)
-    weighted = loss * (n_tasks / total)
-    weighted.backward()
+    weight = n_tasks / total
     for parameter in parameters:
         if parameter.grad is not None:
+            parameter.grad.mul_(weight)
             dist.all_reduce(parameter.grad)
-    global_loss = weighted.detach().clone()
+    global_loss = loss.detach() * weight
     dist.all_reduce(global_loss)
     return global_loss
 

@@ -1,0 +1,350 @@
+"""The functional, task-batched core of the MAML family.
+
+A meta-batch is split into groups of tasks with the same shapes (support
+size, query size, number of classes); within a group, tasks run together:
+the inner loop of one task (``torch.func.grad`` of ``functional_call``) is
+vectorised over them with ``torch.func.vmap``, so the fast weights carry a
+leading task dimension, and the meta-gradient (second order unless asked
+otherwise) comes from one backward pass through it. No Python loop over
+tasks, no module copies. Groups are processed in chunks whose meta-gradients
+are accumulated, so memory stays flat as the meta-batch grows.
+"""
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch.func import functional_call, vmap
+from torch.nn import functional as F
+
+from .._episodic import EpisodicNet
+
+ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile")
+
+# Floats one chunk of tasks may hold in parameter copies and activations.
+_CHUNK_BUDGET = 2**24
+
+
+@dataclass
+class TaskGroup:
+    """Tasks of identical shapes, stacked: ``X_*`` (tasks, rows, features),
+    ``y_*`` (tasks, rows) with class indices or float targets; ``y_query`` is
+    None when query labels are unknown. ``index`` holds the tasks' positions
+    in the collection and ``classes`` their labels (classification)."""
+
+    X_support: torch.Tensor
+    y_support: torch.Tensor
+    X_query: torch.Tensor
+    y_query: torch.Tensor | None
+    n_way: int
+    index: list
+    classes: list
+
+    def __len__(self):
+        return len(self.X_support)
+
+    def to(self, device):
+        return TaskGroup(*(getattr(self, f.name).to(device)
+                           if isinstance(getattr(self, f.name), torch.Tensor)
+                           else getattr(self, f.name) for f in fields(self)))
+
+    def chunks(self, size):
+        for start in range(0, len(self), size):
+            part = slice(start, start + size)
+            yield TaskGroup(self.X_support[part], self.y_support[part],
+                            self.X_query[part],
+                            None if self.y_query is None else self.y_query[part],
+                            self.n_way, self.index[part], self.classes[part])
+
+
+@dataclass
+class MAMLBatch:
+    """A meta-batch: its tasks grouped by shape."""
+
+    groups: list
+
+    def __len__(self):
+        return sum(len(group) for group in self.groups)
+
+    @classmethod
+    def collate_classification(cls, tasks):
+        return cls(group_tasks(tasks, classification=True))
+
+    @classmethod
+    def collate_regression(cls, tasks):
+        return cls(group_tasks(tasks, classification=False))
+
+
+def group_tasks(tasks, classification):
+    """Encode and stack validated tasks, one :class:`TaskGroup` per shape."""
+    encoded = {}
+    for index, task in enumerate(tasks):
+        if classification:
+            classes, y_support = np.unique(task.y_support, return_inverse=True)
+            y_query = (None if task.y_query is None
+                       else np.searchsorted(classes, task.y_query))
+        else:
+            classes, y_support, y_query = None, task.y_support, task.y_query
+        n_way = 0 if classes is None else len(classes)
+        key = (len(task.X_support), len(task.X_query), n_way)
+        encoded.setdefault(key, []).append(
+            (index, classes, task.X_support, y_support, task.X_query, y_query))
+    return [_stack(rows, n_way, classification)
+            for (_, _, n_way), rows in encoded.items()]
+
+
+def _stack(rows, n_way, classification):
+    index, classes, X_support, y_support, X_query, y_query = zip(*rows, strict=True)
+    dtype = torch.long if classification else torch.float32
+
+    def tensor(arrays, dtype):
+        return torch.as_tensor(np.stack(arrays)).to(dtype)
+
+    return TaskGroup(tensor(X_support, torch.float32), tensor(y_support, dtype),
+                     tensor(X_query, torch.float32),
+                     None if y_query[0] is None else tensor(y_query, dtype),
+                     n_way, list(index), list(classes))
+
+
+class FunctionalLearner:
+    """Inner-loop adaptation of a module, batched over the tasks of a group.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; its parameters are the meta-learned initialisation.
+        BatchNorm layers must keep no running statistics (see
+        :func:`torch.func.replace_all_batch_norm_modules_`), so they use each
+        task's batch statistics.
+    inner_lr : float or dict of tensors
+        Inner learning rate, or one learned rate tensor per adapted parameter
+        (Meta-SGD).
+    adapted : sequence of str or None
+        Names of the parameters the inner loop adapts (ANIL adapts the head
+        only); None adapts all.
+    classification : bool
+        Cross-entropy on class indices if True, else mean squared error.
+    """
+
+    def __init__(self, module, inner_lr, adapted=None, classification=True):
+        self.module = module
+        self.inner_lr = inner_lr
+        params = dict(module.named_parameters())
+        names = list(params) if adapted is None else list(adapted)
+        self.init = {name: params[name] for name in names}
+        self.fixed = {name: p for name, p in params.items() if name not in self.init}
+        self.buffers = dict(module.named_buffers())
+        self.classification = classification
+
+    def adapt(self, X, y, n_way, steps, create_graph=False, track=True):
+        """Fast weights of every task after ``steps`` gradient steps on (X, y).
+
+        ``create_graph`` keeps the inner gradients differentiable (second
+        order); ``track=False`` detaches the initialisation (evaluation).
+        Returns a dict of tensors with a leading task dimension.
+        """
+        init = self.init if track else {k: w.detach() for k, w in self.init.items()}
+        inner_grad = torch.func.grad(self._task_loss)
+
+        def one_task(weights, rows, targets):
+            for _ in range(steps):
+                grads = inner_grad(weights, rows, targets, n_way)
+                weights = {name: self._step(name, w, grads[name] if create_graph
+                                            else grads[name].detach())
+                           for name, w in weights.items()}
+            return weights
+
+        return vmap(one_task, in_dims=(None, 0, 0), randomness="different")(
+            init, X, y)
+
+    def _task_loss(self, weights, rows, targets, n_way):
+        outputs = functional_call(self.module, (weights, self.fixed, self.buffers),
+                                  (rows,))
+        if self.classification:
+            return F.cross_entropy(self.logits(outputs, n_way), targets)
+        return (outputs.reshape(targets.shape) - targets).square().mean()
+
+    def forward(self, fast, X):
+        """The module's outputs for each task's rows under its fast weights."""
+        def one_task(weights, rows):
+            return functional_call(self.module, (weights, self.fixed, self.buffers),
+                                   (rows,))
+        return vmap(one_task, randomness="different")(fast, X)
+
+    def losses(self, outputs, y, n_way):
+        """Mean loss per task: a tensor of shape (tasks,)."""
+        n_tasks, n_rows = y.shape
+        if not self.classification:
+            return (outputs.reshape(n_tasks, n_rows) - y).square().mean(1)
+        logits = self.logits(outputs, n_way)
+        return F.cross_entropy(logits.reshape(n_tasks * n_rows, n_way), y.reshape(-1),
+                               reduction="none").reshape(n_tasks, n_rows).mean(1)
+
+    @staticmethod
+    def logits(outputs, n_way):
+        """The first ``n_way`` outputs, the logits of a task's classes."""
+        if outputs.shape[-1] < n_way:
+            raise ValueError(
+                f"A task has {n_way} classes, but the module outputs "
+                f"{outputs.shape[-1]} values per example; use a module with at "
+                "least as many outputs as the largest task has classes.")
+        return outputs if outputs.shape[-1] == n_way else outputs[..., :n_way]
+
+    def _step(self, name, weights, grads):
+        if isinstance(self.inner_lr, dict):  # Meta-SGD: learned rate tensors
+            return weights - self.inner_lr[name] * grads
+        return torch.add(weights, grads, alpha=-self.inner_lr)
+
+
+def adapted_names(module, algorithm):
+    """Parameters the inner loop adapts: all, or for ANIL those of the last
+    child module that has parameters (the head)."""
+    if algorithm != "anil":
+        return None
+    heads = [name for name, child in module.named_children()
+             if any(True for _ in child.parameters())]
+    if not heads:
+        raise ValueError("algorithm='anil' adapts the module's last child module "
+                         "with parameters (its head), but the module has none.")
+    return [name for name, _ in module.named_parameters()
+            if name.startswith(heads[-1] + ".")]
+
+
+class InnerRates(torch.nn.Module):
+    """Meta-SGD's learned inner learning rates, one tensor per adapted
+    parameter, initialised to ``inner_lr``."""
+
+    def __init__(self, module, inner_lr, names=None):
+        super().__init__()
+        params = dict(module.named_parameters())
+        self.names = list(params) if names is None else list(names)
+        self.rates = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.full_like(params[name].detach(), inner_lr))
+            for name in self.names)
+
+    def as_dict(self):
+        return dict(zip(self.names, self.rates, strict=True))
+
+
+class MAMLCore(EpisodicNet):
+    """skorch core of the MAML family: meta-trains the module's initial
+    weights (and Meta-SGD's rates) on meta-batches of tasks.
+
+    Parameters beyond skorch's ``NeuralNet``: ``algorithm``, ``inner_lr``,
+    ``inner_steps``, ``chunk_size`` ("auto" or tasks per chunk) and
+    ``classification``.
+    """
+
+    grad_at_eval = True
+
+    def __init__(self, *args, algorithm="maml", inner_lr=0.1, inner_steps=1,
+                 chunk_size="auto", classification=True, **kwargs):
+        self.algorithm = algorithm
+        self.inner_lr = inner_lr
+        self.inner_steps = inner_steps
+        self.chunk_size = chunk_size
+        self.classification = classification
+        super().__init__(*args, **kwargs)
+
+    def initialize_module(self):
+        super().initialize_module()
+        torch.func.replace_all_batch_norm_modules_(self.module_)
+        self.adapted_ = adapted_names(self.module_, self.algorithm)
+        if self.algorithm == "metasgd":
+            self.inner_rates_ = InnerRates(self.module_, self.inner_lr)
+        return self
+
+    def functional_learner(self):
+        rates = (self.inner_rates_.as_dict() if self.algorithm == "metasgd"
+                 else self.inner_lr)
+        return FunctionalLearner(self.module_, rates, self.adapted_,
+                                 self.classification)
+
+    def train_step_single(self, batch, **fit_params):
+        # episode_loss accumulates the meta-gradient chunk by chunk itself
+        self._set_training(True)
+        loss = self._episode_step(batch, "train")
+        return {"loss": self._synchronise(loss, len(batch)), "y_pred": None}
+
+    def episode_loss(self, batch, training):
+        learner, n_tasks = self.functional_learner(), len(batch)
+        loss, correct, n_rows = 0.0, 0, 0
+        for group in batch.groups:
+            group = group.to(self.device)
+            for chunk in group.chunks(self.resolve_chunk_size(group, learner)):
+                chunk_loss, outputs = self._chunk_loss(
+                    learner, chunk, training, weight=len(chunk) / n_tasks)
+                loss = loss + chunk_loss * len(chunk) / n_tasks
+                if self.classification:
+                    correct += (outputs.argmax(-1) == chunk.y_query).sum().item()
+                    n_rows += chunk.y_query.numel()
+        return loss, correct / n_rows if self.classification else None
+
+    def _chunk_loss(self, learner, chunk, training, weight):
+        """Mean query loss of a chunk (detached) and its query outputs; in
+        training, the chunk's share (``weight``) of the meta-gradient is
+        accumulated in the parameters' ``.grad``."""
+        if training and self.algorithm == "reptile":
+            return self._reptile_chunk(learner, chunk, weight)
+        second_order = training and self.algorithm != "fomaml"
+        fast = learner.adapt(chunk.X_support, chunk.y_support, chunk.n_way,
+                             self.inner_steps, create_graph=second_order,
+                             track=training)
+        outputs = learner.forward(fast, chunk.X_query)
+        loss = learner.losses(outputs, chunk.y_query, chunk.n_way).mean()
+        if training:
+            (loss * weight).backward()
+        return loss.detach(), _outputs(learner, outputs, chunk)
+
+    def _reptile_chunk(self, learner, chunk, weight):
+        """Reptile: adapt on each task's support and query rows, then move
+        the initialisation towards the mean of the adapted weights (the
+        meta-gradient is initialisation minus that mean)."""
+        X = torch.cat([chunk.X_support, chunk.X_query], 1)
+        y = torch.cat([chunk.y_support, chunk.y_query], 1)
+        fast = learner.adapt(X, y, chunk.n_way, self.inner_steps, track=False)
+        for name, param in learner.init.items():
+            step = (param.detach() - fast[name].detach().mean(0)) * weight
+            param.grad = step if param.grad is None else param.grad + step
+        with torch.no_grad():
+            outputs = learner.forward(fast, chunk.X_query)
+            loss = learner.losses(outputs, chunk.y_query, chunk.n_way).mean()
+        return loss, _outputs(learner, outputs, chunk)
+
+    def resolve_chunk_size(self, group, learner):
+        return chunk_size(self.chunk_size, learner, group, self.inner_steps)
+
+
+def chunk_size(size, learner, group, steps):
+    """Tasks processed together: ``size``, or with "auto" as many as keep an
+    estimate of their parameter copies and activations under a fixed budget
+    (so memory does not grow with the meta-batch)."""
+    if size != "auto":
+        return size
+    n_adapted = sum(p.numel() for p in learner.init.values())
+    rows = steps * group.X_support.shape[1] + group.X_query.shape[1]
+    per_task = (2 * (steps + 1) * n_adapted
+                + 2 * rows * _activations_per_row(learner.module, group))
+    return max(1, min(len(group), _CHUNK_BUDGET // per_task))
+
+
+def _activations_per_row(module, group):
+    """Floats the module's layers output per input row, probed on two rows."""
+    rows = torch.cat([group.X_support[0], group.X_query[0]])[:2]
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, out: sizes.append(
+        out.numel() if isinstance(out, torch.Tensor) else 0))
+        for m in module.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            module(rows)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return math.ceil(sum(sizes) / len(rows))
+
+
+def _outputs(learner, outputs, chunk):
+    outputs = outputs.detach()
+    return learner.logits(outputs, chunk.n_way) if learner.classification else outputs

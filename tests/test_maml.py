@@ -1,0 +1,388 @@
+import copy
+import re
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import check_estimator
+from skorch.callbacks import EarlyStopping
+
+from skmeta import MAMLClassifier, MAMLRegressor, Task, TaskWise, adapt
+from skmeta.datasets import make_sinusoid_tasks
+from skmeta.maml import MAMLAdaptedClassifier, MAMLAdaptedRegressor
+from skmeta.maml._core import FunctionalLearner, MAMLBatch, chunk_size
+from skmeta.nn import MLP
+from skmeta.protonet import PrototypeClassifier
+
+
+class MeanLogits(torch.nn.Module):
+    """Outputs from the mean feature, so any number of features works (for
+    scikit-learn's estimator checks, which vary it)."""
+
+    def __init__(self, n_outputs=3):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.linspace(-1, 1, n_outputs))
+        self.bias = torch.nn.Parameter(torch.zeros(n_outputs))
+
+    def forward(self, X):
+        return X.mean(1, keepdim=True) * self.weight + self.bias
+
+
+def tiny_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(),
+                               torch.nn.Linear(4, 1))
+
+
+def tiny_regression_tasks():
+    """Tasks of two support sizes, so a meta-batch holds two shape groups."""
+    rng = np.random.default_rng(0)
+    return [Task(rng.normal(size=(n, 2)), rng.normal(size=n),
+                 rng.normal(size=(5, 2)), rng.normal(size=5)) for n in (3, 4, 3)]
+
+
+def meta_gradient(algorithm, tasks, **params):
+    """The meta-gradient of the mean query loss over ``tasks``, from the core."""
+    model = MAMLRegressor(tiny_net(), algorithm=algorithm, inner_lr=0.3,
+                          max_epochs=0, **params).fit(tasks)
+    net = model.net_
+    net.module_.zero_grad()
+    net.episode_loss(MAMLBatch.collate_regression(model._check_tasks(tasks)),
+                     training=True)
+    return [p.grad.clone() for p in net.module_.parameters()]
+
+
+def reference_meta_gradient(tasks, inner_lr=0.3, second_order=True):
+    """One inner step, task by task, with the Hessian-vector product written
+    out: d/dθ Lq(θ - α∇Ls(θ)) = gq - α H_s(θ) gq, with gq = ∇Lq at the adapted
+    weights; first-order MAML keeps gq alone."""
+    net = tiny_net()
+    theta = list(net.parameters())
+    total = [torch.zeros_like(p) for p in theta]
+
+    def loss(weights, X, y):
+        names = [name for name, _ in net.named_parameters()]
+        out = torch.func.functional_call(net, dict(zip(names, weights, strict=True)),
+                                         (torch.as_tensor(X, dtype=torch.float32),))
+        return (out[:, 0] - torch.as_tensor(y, dtype=torch.float32)).square().mean()
+
+    for task in tasks:
+        g_support = torch.autograd.grad(loss(theta, task.X_support, task.y_support),
+                                        theta, create_graph=True)
+        adapted = [(p - inner_lr * g).detach().requires_grad_()
+                   for p, g in zip(theta, g_support, strict=True)]
+        g_query = torch.autograd.grad(loss(adapted, task.X_query, task.y_query),
+                                      adapted)
+        hvp = torch.autograd.grad(g_support, theta, grad_outputs=g_query)
+        for t, gq, h in zip(total, g_query, hvp, strict=True):
+            t += (gq - inner_lr * h * second_order) / len(tasks)
+    return total
+
+
+@pytest.fixture(scope="module")
+def maml(train_tasks):
+    return MAMLClassifier(inner_lr=0.5, meta_batch_size=16, max_epochs=2,
+                          test_inner_steps=3, random_state=0).fit(train_tasks)
+
+
+def test_second_order_meta_gradient_equals_hand_written_reference():
+    tasks = tiny_regression_tasks()
+    for ours, ref in zip(meta_gradient("maml", tasks), reference_meta_gradient(tasks),
+                         strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_fomaml_is_maml_without_the_second_order_term():
+    tasks = tiny_regression_tasks()
+    first = meta_gradient("fomaml", tasks)
+    for ours, ref in zip(first, reference_meta_gradient(tasks, second_order=False),
+                         strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    second = meta_gradient("maml", tasks)
+    assert any(not torch.allclose(a, b, atol=1e-4)
+               for a, b in zip(first, second, strict=True))
+
+
+def test_chunked_meta_batch_gives_the_same_meta_gradient():
+    tasks = tiny_regression_tasks() * 3
+    whole = meta_gradient("maml", tasks, inner_steps=2, chunk_size=100)
+    for chunk, full in zip(meta_gradient("maml", tasks, inner_steps=2, chunk_size=2),
+                           whole, strict=True):
+        torch.testing.assert_close(chunk, full, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_chunks_bound_the_work_held_at_once(train_tasks):
+    learner = FunctionalLearner(MLP(64, (128, 128), 5), 0.5)
+    small = MAMLBatch.collate_classification(train_tasks[:32]).groups[0]
+    large = MAMLBatch.collate_classification(train_tasks[:300]).groups[0]
+    assert chunk_size("auto", learner, small, steps=1) == 32  # one chunk
+    per_chunk = chunk_size("auto", learner, large, steps=5)
+    assert 1 < per_chunk < 300
+    assert chunk_size("auto", learner, large, steps=1) > per_chunk
+    assert chunk_size(7, learner, large, steps=5) == 7
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "metasgd", "anil",
+                                       "reptile"])
+def test_every_algorithm_learns_unseen_digit_classes(algorithm, train_tasks,
+                                                     test_tasks):
+    model = MAMLClassifier(algorithm=algorithm, inner_lr=0.5, meta_batch_size=16,
+                           max_epochs=2, inner_steps=2 if algorithm == "reptile"
+                           else 1, random_state=0).fit(train_tasks)
+    assert model.score(test_tasks) > 0.35  # chance is 0.2
+
+
+def test_meta_sgd_learns_per_weight_rates_that_are_optimised_and_kept(tmp_path):
+    tasks = make_sinusoid_tasks(200, random_state=0)
+    model = MAMLRegressor(algorithm="metasgd", module__hidden_sizes=(16,),
+                          inner_lr=0.01, meta_lr=1e-2, max_epochs=2,
+                          random_state=0).fit(tasks)
+    rates = model.net_.inner_rates_
+    optimised = {id(p) for g in model.net_.optimizer_.param_groups
+                 for p in g["params"]}
+    assert all(id(rate) in optimised for rate in rates.parameters())
+    learned = torch.cat([r.flatten() for r in model.inner_lr_.values()])
+    assert learned.std() > 1e-3 and not torch.allclose(learned,
+                                                       torch.tensor(0.01))
+    adapted = model.adapt(tasks[0].X_support, tasks[0].y_support)
+    assert adapted.inner_lr is model.inner_lr_
+    joblib.dump(model, tmp_path / "metasgd.joblib")
+    loaded = joblib.load(tmp_path / "metasgd.joblib")
+    for a, b in zip(loaded.net_.inner_rates_.parameters(), rates.parameters(),
+                    strict=True):
+        assert torch.equal(a, b)
+
+
+def test_anil_adapts_the_head_only(maml, train_tasks):
+    model = clone(maml).set_params(algorithm="anil", max_epochs=1)
+    model.fit(train_tasks[:32])
+    assert model.adapted_ == ["head.weight", "head.bias"]
+    task = train_tasks[0]
+    adapted = model.adapt(task.X_support, task.y_support)
+    assert set(adapted.weights_) == {"head.weight", "head.bias"}
+    assert not torch.equal(adapted.weights_["head.weight"],
+                           model.module_.head.weight)
+
+
+def test_batchnorm_uses_each_tasks_own_batch_statistics(train_tasks, test_tasks):
+    module = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
+                                 torch.nn.ReLU(), torch.nn.Linear(32, 5))
+    model = MAMLClassifier(module, inner_lr=0.5, max_epochs=2,
+                           random_state=0).fit(train_tasks)
+    assert model.score(test_tasks) > 0.35
+    assert dict(model.module_.named_buffers()) == {}  # no running statistics
+    learner = FunctionalLearner(model.module_, 0.5)
+    group = MAMLBatch.collate_classification(test_tasks[:2]).groups[0]
+    with torch.enable_grad():
+        fast = learner.adapt(group.X_support, group.y_support, 5, 1)
+    with torch.no_grad():
+        together = learner.forward(fast, group.X_query)
+        alone = [learner.forward({k: v[i:i + 1] for k, v in fast.items()},
+                                 group.X_query[i:i + 1])[0] for i in range(2)]
+        # a constant shift of a task's inputs is removed by its own statistics
+        shift = torch.tensor([[[0.0]], [[3.0]]])
+        shifted = learner.forward(fast, group.X_query + shift)
+    torch.testing.assert_close(together, torch.stack(alone))
+    torch.testing.assert_close(shifted[1], together[1], rtol=1e-3, atol=1e-3)
+
+
+def pretrained_baseline_mse(train, test, steps, inner_lr):
+    """The MAML paper's baseline: one network trained on all tasks' data
+    pooled, then fine-tuned on each test support set like MAML."""
+    torch.manual_seed(0)
+    net = MLP(1, (40, 40), 1)
+    X = torch.as_tensor(np.concatenate([t.X_support for t in train]))
+    y = torch.as_tensor(np.concatenate([t.y_support for t in train]),
+                        dtype=torch.float32)
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    for _ in range(300):
+        batch = torch.randint(len(X), (250,))
+        optimizer.zero_grad()
+        (net(X[batch])[:, 0] - y[batch]).square().mean().backward()
+        optimizer.step()
+    adapted = MAMLAdaptedRegressor(net.requires_grad_(False), inner_lr, steps)
+    return query_mse(lambda t: adapted.fit(t.X_support, t.y_support), test)
+
+
+def query_mse(adapt, tasks):
+    return np.mean([np.mean((adapt(t).predict(t.X_query) - t.y_query) ** 2)
+                    for t in tasks])
+
+
+def test_maml_regressor_beats_the_pretrained_baseline_on_sinusoids():
+    train = make_sinusoid_tasks(3000, random_state=0)
+    test = make_sinusoid_tasks(100, random_state=1)
+    model = MAMLRegressor(module__hidden_sizes=(40, 40), inner_lr=0.01,
+                          meta_batch_size=25, meta_lr=3e-3, max_epochs=2,
+                          test_inner_steps=10, random_state=0).fit(train)
+    ours = query_mse(lambda t: model.adapt(t.X_support, t.y_support), test)
+    baseline = pretrained_baseline_mse(train, test, 10, 0.01)
+    print(f"sinusoid MSE after 10 steps: MAML {ours:.3f}, baseline {baseline:.3f}")
+    assert ours < 0.6 * baseline
+    expected_r2 = np.mean([model.adapt(t.X_support, t.y_support).score(
+        t.X_query, t.y_query) for t in test[:5]])
+    assert model.score(test[:5]) == pytest.approx(expected_r2, rel=1e-5)
+
+
+def test_batched_predict_and_score_equal_per_task_adapt(maml, test_tasks):
+    tasks = [Task(t.X_support, t.y_support, t.X_query) for t in test_tasks[:6]]
+    predictions = maml.predict(tasks)
+    for task, prediction in zip(tasks, predictions, strict=True):
+        np.testing.assert_array_equal(
+            prediction, maml.adapt(task.X_support, task.y_support).predict(
+                task.X_query))
+    expected = np.mean([maml.adapt(t.X_support, t.y_support).score(
+        t.X_query, t.y_query) for t in test_tasks[:6]])
+    assert maml.score(test_tasks[:6]) == pytest.approx(expected)
+
+
+def test_tasks_with_different_class_and_support_counts_in_one_meta_batch(digits):
+    rng = np.random.default_rng(0)
+    tasks = []
+    for n_way, k_shot in [(2, 1), (3, 2), (5, 1), (4, 3)] * 10:
+        classes = rng.choice(digits.train_classes, n_way, replace=False)
+        rows = [rng.choice(np.flatnonzero(digits.target == c), k_shot + 3,
+                           replace=False) for c in classes]
+        support = np.concatenate([r[:k_shot] for r in rows])
+        query = np.concatenate([r[k_shot:] for r in rows])
+        label = np.array([f"glyph {c}" for c in digits.target])
+        tasks.append(Task(digits.data[support], label[support],
+                          digits.data[query], label[query]))
+    model = MAMLClassifier(inner_lr=0.5, meta_batch_size=8, max_epochs=3,
+                           random_state=0).fit(tasks)
+    assert model.module_.head.out_features == 5
+    assert model.score(tasks) > 0.5
+    assert model.predict(tasks[:1])[0].dtype.kind == "U"
+    with pytest.raises(ValueError, match=re.escape(
+            "A task has 6 classes, but the module outputs 5 values per example")):
+        model.adapt(digits.data[:6], np.arange(6))
+
+
+def test_adapt_returns_standalone_classifier_and_leaves_model_alone(maml,
+                                                                    test_tasks):
+    task = test_tasks[0]
+    before = [p.clone() for p in maml.module_.parameters()]
+    names = np.array([f"c{c}" for c in task.y_support])
+    clf = maml.adapt(task.X_support, names)
+    assert isinstance(clf, MAMLAdaptedClassifier) and clf.inner_steps == 3
+    proba = clf.predict_proba(task.X_query)
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-6)
+    refit = clone(clf).fit(task.X_support, names)
+    np.testing.assert_allclose(refit.predict_proba(task.X_query), proba)
+    for p, q in zip(maml.module_.parameters(), before, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_pipeline_with_task_wise_scaling_fits_scores_and_adapts(train_tasks,
+                                                               test_tasks):
+    pipeline = make_pipeline(TaskWise(StandardScaler()),
+                             MAMLClassifier(inner_lr=0.5, max_epochs=1,
+                                            random_state=0)).fit(train_tasks)
+    assert pipeline.score(test_tasks) > 0.3
+    task = test_tasks[0]
+    assert adapt(pipeline, task.X_support, task.y_support).predict(
+        task.X_query).shape == (len(task.X_query),)
+
+
+def test_same_random_state_gives_identical_models(train_tasks):
+    def weights(seed):
+        model = MAMLClassifier(max_epochs=1, random_state=seed).fit(train_tasks[:32])
+        return torch.cat([p.flatten() for p in model.module_.parameters()])
+    assert torch.equal(weights(3), weights(3))
+    assert not torch.equal(weights(3), weights(4))
+
+
+def test_grid_search_over_task_lists(train_tasks):
+    grid = GridSearchCV(MAMLClassifier(max_epochs=1, random_state=0),
+                        {"inner_lr": [1e-4, 0.5]}, cv=3).fit(list(train_tasks[:90]))
+    assert grid.best_params_ == {"inner_lr": 0.5}
+    assert grid.best_estimator_.inner_lr_ == 0.5
+
+
+def test_joblib_round_trip_gives_identical_predictions(maml, test_tasks, tmp_path):
+    joblib.dump(maml, tmp_path / "maml.joblib")
+    loaded = joblib.load(tmp_path / "maml.joblib")
+    for ours, theirs in zip(loaded.predict(test_tasks[:3]),
+                            maml.predict(test_tasks[:3]), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    adapted = maml.adapt(test_tasks[0].X_support, test_tasks[0].y_support)
+    joblib.dump(adapted, tmp_path / "adapted.joblib")
+    np.testing.assert_array_equal(
+        joblib.load(tmp_path / "adapted.joblib").predict_proba(
+            test_tasks[0].X_query), adapted.predict_proba(test_tasks[0].X_query))
+
+
+def test_meta_validation_tasks_feed_early_stopping(train_tasks):
+    model = MAMLClassifier(
+        inner_lr=0.5, max_epochs=30, validation_fraction=0.25, random_state=0,
+        callbacks=[EarlyStopping(patience=1, threshold=0.5)]).fit(train_tasks[:64])
+    assert len(model.history_) < 30
+    assert {"valid_loss", "valid_acc"} <= set(model.history_[-1])
+    assert model.history_[-1, "valid_acc"] > 0.2  # adapted at validation too
+
+
+def test_nan_meta_loss_stops_training_with_clear_error(train_tasks):
+    model = MAMLClassifier(inner_lr=1e30, max_epochs=1, random_state=0)
+    with pytest.raises(FloatingPointError, match=r"The meta-loss became nan in "
+                       r"epoch 1, meta-batch \d+; training stopped"):
+        model.fit(train_tasks[:32])
+    assert all(torch.isfinite(p).all() for p in model.net_.module_.parameters())
+
+
+def test_diverging_adaptation_raises_instead_of_predicting_nan(maml, test_tasks):
+    task = test_tasks[0]
+    diverging = maml.adapt(task.X_support, task.y_support).set_params(
+        inner_lr=1e30, inner_steps=3)
+    with pytest.raises(FloatingPointError, match=re.escape(
+            "Task 0: adaptation diverged (non-finite weights) within 3 gradient "
+            "steps with inner_lr=1e+30; use fewer test_inner_steps")):
+        diverging.fit(task.X_support, task.y_support)
+    model = copy.deepcopy(maml)
+    model.inner_lr_ = 1e30  # as if meta-training had learned a huge rate
+    with pytest.raises(FloatingPointError, match=r"Task \d+: adaptation diverged"):
+        model.predict(test_tasks[:3])
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"algorithm": "mamal"}, "algorithm must be one of maml, fomaml, metasgd, "
+     "anil, reptile; got 'mamal'."),
+    ({"inner_steps": 0}, "inner_steps must be a positive integer; got 0."),
+    ({"inner_lr": -1.0}, "inner_lr must be a positive number; got -1.0."),
+    ({"chunk_size": "big"}, "chunk_size must be 'auto' or a positive integer; "
+     "got 'big'."),
+])
+def test_invalid_parameters_raise_at_fit(params, message, train_tasks):
+    model = MAMLClassifier(**params)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model.fit(train_tasks[:4])
+
+
+def test_maml_on_digits_is_compared_with_raw_centroid(maml, test_tasks):
+    """The honest headline (full numbers in benchmarks/): a short MAML run
+    learns, but raw-pixel nearest centroid is hard to beat on digits."""
+    centroid = np.mean([PrototypeClassifier().fit(t.X_support, t.y_support)
+                        .score(t.X_query, t.y_query) for t in test_tasks])
+    assert 0.35 < maml.score(test_tasks) < centroid + 0.1
+
+
+def test_adapted_estimators_pass_sklearn_checks():
+    expected_failures = {"check_estimators_overwrite_params": (
+        "joblib.hash of a torch module changes under deepcopy, as torch pickles "
+        "storage identity; test_adapt_returns_standalone_classifier_and_leaves_"
+        "model_alone checks the module's weights instead")}
+    weak_module = ("the checks vary the number of features, so the module must "
+                   "accept any; such a module (MeanLogits sees only the mean "
+                   "feature) cannot fit the checks' data to their score "
+                   "thresholds; adaptation quality is tested on real tasks above")
+    classifier_failures = {**expected_failures, "check_classifiers_train": weak_module}
+    regressor_failures = {**expected_failures, "check_regressors_train": weak_module}
+    check_estimator(MAMLAdaptedClassifier(MeanLogits(50), inner_lr=1.0,
+                                          inner_steps=5),
+                    expected_failed_checks=classifier_failures)
+    check_estimator(MAMLAdaptedRegressor(MeanLogits(1), inner_lr=0.1, inner_steps=5),
+                    expected_failed_checks=regressor_failures)
