@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from skorch.callbacks import Callback, Checkpoint, LoadInitState
 
-from skmeta import MetaDistiller, MetaFusionClassifier, ProtoNetClassifier, Task
+from skmeta import (
+    MAMLClassifier,
+    MetaDistiller,
+    MetaFusionClassifier,
+    ProtoNetClassifier,
+    Task,
+)
 from skmeta.fusion import TorchMLPClassifier
 from skmeta.tasks import EpisodeSampler
 
@@ -35,6 +41,11 @@ LEARNERS = {
     "ProtoNetClassifier": Learner(
         lambda seed=0: ProtoNetClassifier(module__hidden_sizes=(16,), max_epochs=2,
                                           meta_batch_size=4, random_state=seed),
+        diverging={"meta_lr": 1e30}),
+    "MAMLClassifier": Learner(
+        lambda seed=0: MAMLClassifier(module__hidden_sizes=(32,), max_epochs=2,
+                                      meta_batch_size=4, inner_lr=0.5,
+                                      random_state=seed),
         diverging={"meta_lr": 1e30}),
     "MetaFusionClassifier": Learner(
         lambda seed=0: MetaFusionClassifier(
@@ -84,7 +95,7 @@ def test_init_stores_params_and_clone_keeps_them(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_fits_lists_samplers_and_pairs(name, digits, tasks, test_tasks):
     pool = np.isin(digits.target, digits.train_classes)
-    sampler = EpisodeSampler(digits.data[pool], digits.target[pool], n_way=3,
+    sampler = EpisodeSampler(digits.data[pool], digits.target[pool], n_way=5,
                              k_shot=2, n_query=2, n_tasks=24, random_state=0)
     pairs = [(np.vstack([t.X_support, t.X_query]),
               np.concatenate([t.y_support, t.y_query])) for t in sampler]
