@@ -103,7 +103,7 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
         None means a pooled :class:`skmeta.nn.MLP` with
         ``hidden_sizes=(256, 256)``. A module (class or instance) is trained
         as a :class:`PooledEmbeddingClassifier` with this estimator's
-        ``head``, ``max_epochs``, ``batch_size``, ``lr``, ``device``,
+        ``head``, ``max_epochs``, ``batch_size``, ``meta_lr``, ``device``,
         ``callbacks`` and ``verbose``. ``teacher__<name>`` parameters go to a
         module class's constructor, or to a meta-learner's ``set_params``.
     student : None or torch.nn.Module class or instance, default=None
@@ -133,8 +133,9 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
         Examples per step of pooled training.
     meta_batch_size : int, default=8
         Tasks per step of episodic student training.
-    lr : float, default=1e-3
-        Adam's learning rate for the student (and a module teacher).
+    meta_lr : float, default=1e-3
+        Adam's learning rate for the student (and a module teacher); named
+        as in skmeta's other learners.
     validation_fraction : float or None, default=None
         Fraction of the examples (pooled) or tasks (episodic) held out to
         report ``valid_loss`` each epoch.
@@ -188,7 +189,7 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
 
     def __init__(self, teacher=None, student=None, *, temperature=4.0, alpha=0.5,
                  head=None, refit_teacher=True, max_epochs=10, batch_size=64,
-                 meta_batch_size=8, lr=1e-3, validation_fraction=None,
+                 meta_batch_size=8, meta_lr=1e-3, validation_fraction=None,
                  device="cpu", callbacks=None, verbose=0, random_state=None,
                  **kwargs):
         self.teacher = teacher
@@ -200,7 +201,7 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.meta_batch_size = meta_batch_size
-        self.lr = lr
+        self.meta_lr = meta_lr
         self.validation_fraction = validation_fraction
         self.device = device
         self.callbacks = callbacks
@@ -246,7 +247,8 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
                              for k, v in {**defaults, **routed}.items()}
             return PooledEmbeddingClassifier(
                 MLP if teacher is None else teacher, head=self.head,
-                max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr,
+                max_epochs=self.max_epochs, batch_size=self.batch_size,
+                lr=self.meta_lr,
                 validation_fraction=self.validation_fraction, device=self.device,
                 callbacks=self.callbacks, verbose=self.verbose, random_state=seed,
                 **module_kwargs).fit(tasks)
@@ -285,8 +287,9 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
         module, module_kwargs = self._student()
         return fit_pooled_net(
             self, module, module_kwargs, X, y, len(self.classes_),
-            seed=seed, role="student module", teacher_logits=teacher_logits,
-            temperature=self.temperature, alpha=self.alpha)
+            lr=self.meta_lr, seed=seed, role="student module",
+            teacher_logits=teacher_logits, temperature=self.temperature,
+            alpha=self.alpha)
 
     def _fit_episodic_student(self, tasks, seed):
         items = [(task, self._teacher_proba(task)) for task in tasks]
@@ -296,7 +299,7 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
                             module_kwargs),
             **training_params(self, seed), criterion=SoftTargetLoss,
             criterion__temperature=self.temperature, criterion__alpha=self.alpha,
-            optimizer=torch.optim.Adam, lr=self.lr, max_epochs=self.max_epochs,
+            optimizer=torch.optim.Adam, lr=self.meta_lr, max_epochs=self.max_epochs,
             batch_size=self.meta_batch_size, shuffle_seed=seed,
             iterator_train__collate_fn=SoftTargetBatch.collate,
             iterator_valid__collate_fn=SoftTargetBatch.collate)

@@ -101,20 +101,20 @@ def pool_tasks(tasks):
     return X, y
 
 
-def fit_pooled_net(learner, module, routed, X, y, n_classes, *, seed, role,
+def fit_pooled_net(learner, module, routed, X, y, n_classes, *, lr, seed, role,
                    teacher_logits=None, temperature=4.0, alpha=1.0):
     """Train ``module`` (class or instance) as a classifier over ``n_classes``
     pooled classes with the learner's shared training parameters.
 
     ``routed`` are ``module__*`` parameters; ``role`` names the module in
-    errors ("module", "student module").
+    errors ("module", "student module"); ``lr`` is Adam's learning rate.
     """
     data_kwargs = {"in_features": X.shape[1], "out_features": n_classes}
     net = PooledNet(**module_params(module, data_kwargs, routed),
                     **training_params(learner, seed),
                     criterion=SoftTargetLoss, criterion__temperature=temperature,
                     criterion__alpha=alpha, optimizer=torch.optim.Adam,
-                    lr=learner.lr, max_epochs=learner.max_epochs,
+                    lr=lr, max_epochs=learner.max_epochs,
                     batch_size=learner.batch_size, iterator_train__shuffle=True)
     with _seeded(seed, learner.device):
         net.initialize()
@@ -272,8 +272,8 @@ class PooledEmbeddingClassifier(MetaClassifierMixin, RoutedParamsMixin,
         seed = check_random_state(self.random_state).randint(2**31)
         self.net_ = fit_pooled_net(
             self, MLP if self.module is None else self.module,
-            self._routed_params("module__"), X, y, len(self.classes_), seed=seed,
-            role="module")
+            self._routed_params("module__"), X, y, len(self.classes_), lr=self.lr,
+            seed=seed, role="module")
         self.embedding_ = frozen_embedding(self.net_.module_, remove_head=True)
 
     def _adapt(self, X_support, y_support):
