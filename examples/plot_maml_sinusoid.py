@@ -47,7 +47,7 @@ def after(module, steps, task):
 
 
 # %%
-# One new task: the curve before adaptation, after 1 and after 10 steps.
+# Left: one new task, the curve before adaptation, after 1 and after 10 steps.
 task, x = test[0], np.linspace(-5, 5, 200, dtype=np.float32)[:, None]
 fig, (curve, errors) = plt.subplots(1, 2, figsize=(10, 3.8))
 curve.plot(x, amplitudes[0] * np.sin(x - phases[0]), "k", label="truth")
@@ -60,8 +60,7 @@ curve.plot(x, after(pretrained.module_, 10, task).predict(x), "C1-",
 curve.legend(fontsize=7)
 curve.set_title("a new task")
 
-# %%
-# Mean squared error over 100 new tasks against the number of steps.
+# Right: mean squared error over 100 new tasks against the number of steps.
 steps = np.arange(11)
 for name, module, color in [("MAML", maml.net_.module_, "C0"),
                             ("pretrained on all tasks", pretrained.module_, "C1")]:
