@@ -82,6 +82,17 @@ def fit_data_parallel(estimator, tasks, n_processes=2, backend="gloo"):
     -------
     estimator : the fitted estimator of process 0 (all processes end with
     the same meta-parameters).
+
+    Examples
+    --------
+    >>> from skmeta import MAMLRegressor
+    >>> from skmeta.datasets import make_sinusoid_tasks
+    >>> from skmeta.distributed import fit_data_parallel
+    >>> tasks = make_sinusoid_tasks(20, random_state=0)
+    >>> model = fit_data_parallel(MAMLRegressor(max_epochs=1, meta_batch_size=10,
+    ...                                         random_state=0), tasks)
+    >>> len(model.history_)
+    1
     """
     with tempfile.TemporaryDirectory() as folder:
         torch.multiprocessing.spawn(

@@ -103,6 +103,22 @@ def adapt(estimator, X_support, y_support):
     estimator : fitted scikit-learn estimator
         For a pipeline, a new fitted ``Pipeline`` of the fitted transformers
         and the adapted estimator.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skmeta import ProtoNetClassifier, TaskWise, adapt
+    >>> from skmeta.datasets import load_digits_tasks
+    >>> from skmeta.tasks import EpisodeSampler
+    >>> X, y = load_digits_tasks(return_X_y=True)
+    >>> tasks = EpisodeSampler(X, y, n_way=3, k_shot=2, n_query=2, n_tasks=16,
+    ...                        random_state=0)
+    >>> pipe = make_pipeline(TaskWise(StandardScaler()),
+    ...                      ProtoNetClassifier(max_epochs=1, random_state=0))
+    >>> clf = adapt(pipe.fit(tasks), tasks[0].X_support, tasks[0].y_support)
+    >>> [name for name, _ in clf.steps]
+    ['taskwise', 'protonetclassifier']
     """
     if not isinstance(estimator, Pipeline):
         return estimator.adapt(X_support, y_support)

@@ -34,6 +34,21 @@ def load_omniglot(path, *, shape=(28, 28)):
         (n, h, w); ``target`` (n,) class ids; ``target_names`` (one
         ``"alphabet/character"`` per class); ``train_classes`` and
         ``test_classes``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from skmeta.datasets import load_omniglot
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for character in ("character01", "character02"):
+    ...     folder = root / "images_background" / "Latin" / character
+    ...     folder.mkdir(parents=True)
+    ...     Image.new("L", (105, 105), 255).save(folder / "drawing_01.png")
+    >>> omniglot = load_omniglot(root)
+    >>> omniglot.data.shape, omniglot.target_names.tolist()
+    ((2, 784), ['Latin/character01', 'Latin/character02'])
     """
     try:
         from PIL import Image
