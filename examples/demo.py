@@ -35,8 +35,8 @@ def main(quick):
     # (Snell et al., 2017).
     train = episodes(digits, digits.train_classes, 10, 1, 200 if quick else 1000, 0)
     model = ProtoNetClassifier(ConvNet, module__input_shape=(1, 8, 8),
-                               max_epochs=3 if quick else 10, meta_batch_size=4,
-                               random_state=0, verbose=0)
+                               max_epochs=3 if quick else 20, meta_batch_size=4,
+                               meta_lr=3e-4, random_state=0)
     start = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - start

@@ -130,9 +130,10 @@ class MetaBatchSampler:
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch())
-        order = torch.randperm(self.n_tasks, generator=generator).tolist()
+        order = torch.randperm(self.n_tasks, generator=generator)
         for start in range(0, self.n_tasks, self.batch_size):
-            share = order[start:start + self.batch_size][self.rank::self.world_size]
+            batch = order[start:start + self.batch_size]
+            share = batch[self.rank::self.world_size].tolist()
             if share:
                 yield share
 

@@ -224,7 +224,7 @@ def test_conv_protonet_beats_raw_centroid_on_unseen_classes(digits):
                           n_way=5, k_shot=1, n_query=15, n_tasks=600,
                           random_state=1)
     model = ProtoNetClassifier(ConvNet, module__input_shape=(1, 8, 8),
-                               max_epochs=10, meta_batch_size=4,
+                               max_epochs=20, meta_batch_size=4, meta_lr=3e-4,
                                random_state=0).fit(train)
     gain, half_width = mean_confidence_interval(
         task_scores(model, test) - task_scores(PrototypeClassifier(), test))
