@@ -222,7 +222,6 @@ class AdaptedClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(proba, axis=1)]
 
 
-
 class AdaptedRegressor(VersionedPickleMixin, RegressorMixin, BaseEstimator):
     """Base class of the per-task regressors that ``adapt`` returns.
 
