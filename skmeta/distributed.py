@@ -47,10 +47,12 @@ def reduce_share(loss, n_tasks, parameters):
     total = torch.tensor(float(n_tasks), device=loss.device)
     dist.all_reduce(total)
     weight = n_tasks / total
-    for parameter in parameters:
-        if parameter.grad is not None:
-            parameter.grad.mul_(weight)
-            dist.all_reduce(parameter.grad)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads]) * weight  # one all-reduce
+    dist.all_reduce(flat)
+    for grad, part in zip(grads, flat.split([g.numel() for g in grads]),
+                          strict=True):
+        grad.copy_(part.view_as(grad))
     global_loss = loss.detach() * weight
     dist.all_reduce(global_loss)
     return global_loss
