@@ -11,10 +11,8 @@ from sklearn.utils.estimator_checks import check_estimator
 from skorch.callbacks import EarlyStopping
 
 from skmeta import ProtoNetClassifier, Task
-from skmeta.metrics import mean_confidence_interval, task_scores
 from skmeta.nn import MLP, ConvNet
 from skmeta.protonet import PrototypeClassifier
-from skmeta.tasks import EpisodeSampler
 
 
 class ScaleShift(torch.nn.Module):
@@ -208,24 +206,3 @@ def test_nan_meta_loss_stops_training_with_clear_error(train_tasks):
                        r"epoch \d+, meta-batch \d+; training stopped"):
         model.fit(train_tasks[:64])
     assert all(torch.isfinite(p).all() for p in model.net_.module_.parameters())
-
-
-@pytest.mark.slow
-def test_conv_protonet_beats_raw_centroid_on_unseen_classes(digits):
-    """The headline of benchmarks/protonet.py, as a test: meta-trained on
-    10-way episodes of the 28 training classes, a Conv-4 embedding beats
-    nearest centroid on raw pixels over 600 5-way 1-shot tasks of the 12
-    unseen classes (paired by task, so the interval is of the difference)."""
-    train_pool = np.isin(digits.target, digits.train_classes)
-    train = EpisodeSampler(digits.data[train_pool], digits.target[train_pool],
-                           n_way=10, k_shot=1, n_query=5, n_tasks=1000,
-                           random_state=0)
-    test = EpisodeSampler(digits.data[~train_pool], digits.target[~train_pool],
-                          n_way=5, k_shot=1, n_query=15, n_tasks=600,
-                          random_state=1)
-    model = ProtoNetClassifier(ConvNet, module__input_shape=(1, 8, 8),
-                               max_epochs=20, meta_batch_size=4, meta_lr=3e-4,
-                               random_state=0).fit(train)
-    gain, half_width = mean_confidence_interval(
-        task_scores(model, test) - task_scores(PrototypeClassifier(), test))
-    assert gain - half_width > 0
