@@ -92,19 +92,35 @@ class EpisodicNet(NeuralNet):
 
     def _episode_step(self, batch, prefix):
         loss, accuracy = self.episode_loss(batch, training=prefix == "train")
-        if not torch.isfinite(loss):
-            epoch, step = len(self.history), len(self.history[-1, "batches"]) + 1
-            raise FloatingPointError(
-                f"The meta-loss became {loss.item()} in epoch {epoch}, meta-batch "
-                f"{step}; training stopped and the module keeps the parameters "
-                "of the last finite step. A learning rate that is too high "
-                "(meta_lr, or inner_lr where there is one) is the usual cause.")
+        check_finite_loss(self, loss)
         if accuracy is not None:
             self.history.record_batch(f"{prefix}_acc", float(accuracy))
         return loss
 
     def episode_loss(self, batch, training):
         raise NotImplementedError
+
+
+def check_finite_loss(net, loss, meta="meta-"):
+    """Stop a skorch net's training with a clear error on a non-finite loss,
+    before the optimiser step, so the module keeps its last finite weights."""
+    if not torch.isfinite(loss):
+        epoch, step = len(net.history), len(net.history[-1, "batches"]) + 1
+        raise FloatingPointError(
+            f"The {meta}loss became {loss.item()} in epoch {epoch}, {meta}batch "
+            f"{step}; training stopped and the module keeps the parameters "
+            "of the last finite step. A learning rate that is too high "
+            "(meta_lr, lr, or inner_lr where there is one) is the usual cause.")
+
+
+class FiniteLossMixin:
+    """For skorch nets that are not episodic: :func:`check_finite_loss` on
+    every loss."""
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        check_finite_loss(self, loss, meta="")
+        return loss
 
 
 class MetaBatchSampler:

@@ -13,11 +13,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
 from skorch import NeuralNetClassifier
 
-from ._episodic import _seeded
+from ._episodic import FiniteLossMixin, _seeded
 from .base import AdaptedClassifier, MetaClassifierMixin
 from .nn import MLP
 
 _LOG_FLOOR = np.log(1e-6)
+
+
+class _TorchMLPNet(FiniteLossMixin, NeuralNetClassifier):
+    """skorch's classifier net, stopping on a non-finite loss."""
 
 
 class TorchMLPClassifier(AdaptedClassifier):
@@ -72,7 +76,7 @@ class TorchMLPClassifier(AdaptedClassifier):
 
     def _fit_encoded(self, X, y):
         seed = check_random_state(self.random_state).randint(2**31)
-        self.net_ = NeuralNetClassifier(
+        self.net_ = _TorchMLPNet(
             MLP, module__in_features=X.shape[1], module__hidden_sizes=self.hidden_sizes,
             module__out_features=len(self.classes_),
             criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam,

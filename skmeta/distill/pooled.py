@@ -12,7 +12,7 @@ from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from torch.utils.data import Dataset
 
-from .._episodic import _seeded, module_params, training_params
+from .._episodic import FiniteLossMixin, _seeded, module_params, training_params
 from .._routing import RoutedParamsMixin
 from ..base import AdaptedClassifier, MetaClassifierMixin
 from ..nn import MLP
@@ -73,7 +73,7 @@ class EmbeddingHeadClassifier(AdaptedClassifier):
         return self.head_.predict_proba(self._embed(X))
 
 
-class PooledNet(SoftTargetLossMixin, NeuralNet):
+class PooledNet(FiniteLossMixin, SoftTargetLossMixin, NeuralNet):
     """skorch core of pooled-class training: samples are examples, targets
     are class indices, or ``(class index, teacher logits)`` pairs for
     distillation (criterion :class:`SoftTargetLoss`)."""
