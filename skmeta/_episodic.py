@@ -181,7 +181,7 @@ class EpisodicLearner(RoutedParamsMixin, BaseEstimator):
         seed = distributed.broadcast_seed(
             check_random_state(self.random_state).randint(2**31))
         self.net_ = self._core(**self._core_params(tasks, seed))
-        with _seeded(seed, self.device):
+        with seeded(seed, self.device):
             self.net_.fit(TaskDataset(tasks))
 
     def _core_params(self, tasks, seed):
@@ -244,7 +244,7 @@ def _callback(entry):
 
 
 @contextlib.contextmanager
-def _seeded(seed, device):
+def seeded(seed, device):
     """Seed torch for the block and restore the caller's random state after."""
     device = torch.device(device)
     devices = [device.index or 0] if device.type == "cuda" else []

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
 from skorch import NeuralNetClassifier
 
-from ._episodic import FiniteLossMixin, _seeded
+from ._episodic import FiniteLossMixin, seeded
 from .base import AdaptedClassifier, MetaClassifierMixin
 from .nn import MLP
 
@@ -83,7 +83,7 @@ class TorchMLPClassifier(AdaptedClassifier):
             lr=self.lr, max_epochs=self.max_epochs, batch_size=self.batch_size,
             iterator_train__shuffle=True, train_split=None, device=self.device,
             verbose=0)
-        with _seeded(seed, self.device):
+        with seeded(seed, self.device):
             self.net_.fit(X, y.astype(np.int64))
 
     def _predict_proba(self, X):

@@ -13,7 +13,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 
-from .._episodic import TaskDataset, _seeded, module_params, training_params
+from .._episodic import TaskDataset, module_params, seeded, training_params
 from .._routing import RoutedParamsMixin
 from ..base import MetaClassifierMixin
 from ..nn import MLP
@@ -303,7 +303,7 @@ class MetaDistiller(MetaClassifierMixin, RoutedParamsMixin, BaseEstimator):
             batch_size=self.meta_batch_size, shuffle_seed=seed,
             iterator_train__collate_fn=SoftTargetBatch.collate,
             iterator_valid__collate_fn=SoftTargetBatch.collate)
-        with _seeded(seed, self.device):
+        with seeded(seed, self.device):
             net.initialize()
             check_embedding(net.module_, tasks[0].X_support, "student module")
             net.partial_fit(TaskDataset(items))

@@ -12,7 +12,7 @@ from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from torch.utils.data import Dataset
 
-from .._episodic import FiniteLossMixin, _seeded, module_params, training_params
+from .._episodic import FiniteLossMixin, module_params, seeded, training_params
 from .._routing import RoutedParamsMixin
 from ..base import AdaptedClassifier, MetaClassifierMixin
 from ..nn import MLP
@@ -116,7 +116,7 @@ def fit_pooled_net(learner, module, routed, X, y, n_classes, *, lr, seed, role,
                     criterion__alpha=alpha, optimizer=torch.optim.Adam,
                     lr=lr, max_epochs=learner.max_epochs,
                     batch_size=learner.batch_size, iterator_train__shuffle=True)
-    with _seeded(seed, learner.device):
+    with seeded(seed, learner.device):
         net.initialize()
         _check_pooled_module(net.module_, X[:2], n_classes, role)
         check_embedding(frozen_embedding(net.module_, remove_head=True), X, role)
