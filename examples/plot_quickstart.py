@@ -35,8 +35,8 @@ test = EpisodeSampler(digits.data[test_pool], digits.target[test_pool],
 # Meta-train, then adapt to one new task: ``adapt`` returns an ordinary
 # fitted scikit-learn classifier.
 model = ProtoNetClassifier(ConvNet, module__input_shape=(1, 8, 8),
-                           max_epochs=2 if SMALL else 5, meta_batch_size=4,
-                           random_state=0).fit(train)
+                           module__channels=(64, 64), max_epochs=2 if SMALL else 10,
+                           meta_batch_size=4, random_state=0).fit(train)
 task = test[0]
 clf = model.adapt(task.X_support, task.y_support)
 print("accuracy on this task's queries:", clf.score(task.X_query, task.y_query))
@@ -46,7 +46,7 @@ print("accuracy on this task's queries:", clf.score(task.X_query, task.y_query))
 results = {name: mean_confidence_interval(task_scores(estimator, test))
            for name, estimator in [("nearest centroid\n(raw pixels)",
                                     PrototypeClassifier()),
-                                   ("ProtoNet\n(Conv-4)", model)]}
+                                   ("ProtoNet\n(2 conv blocks)", model)]}
 fig, ax = plt.subplots(figsize=(5, 3.5))
 ax.bar(list(results), [100 * m for m, _ in results.values()],
        yerr=[100 * h for _, h in results.values()], color=["grey", "C0"])
