@@ -96,8 +96,9 @@ class PooledDataset(Dataset):
 
 def pool_tasks(tasks):
     """All support and query examples of validated tasks, with their labels."""
-    X = np.concatenate([a for t in tasks for a in (t.X_support, t.X_query)])
-    y = np.concatenate([a for t in tasks for a in (t.y_support, t.y_query)])
+    parts = [(t.X_support, t.X_query, t.y_support, t.y_query) for t in tasks]
+    X = np.concatenate([a for X_s, X_q, _, _ in parts for a in (X_s, X_q)])
+    y = np.concatenate([a for _, _, y_s, y_q in parts for a in (y_s, y_q)])
     return X, y
 
 

@@ -41,13 +41,15 @@ def check_tasks(tasks, *, task_type="classification", require_y_query=True,
 
     Returns
     -------
-    CheckedTasks
-        A sequence of ``Task`` with ``X`` arrays as C-contiguous float32 of
-        shape (n, n_features) and ``y`` arrays 1-D with the user's labels
-        (float64 targets for regression), converted as each task is read.
-        Lists and tuples are validated whole at once; other collections (an
-        :class:`EpisodeSampler`, a :class:`TaskStore`) task by task as they
-        are read, so millions of episodes are never held in memory.
+    list of Task, or CheckedTasks
+        Tasks with ``X`` arrays as C-contiguous float32 of shape
+        (n, n_features) (the caller's arrays themselves when they are so
+        already) and ``y`` arrays 1-D with the user's labels (float64 targets
+        for regression). Lists and tuples, in memory already, are validated
+        and converted once; other collections (an :class:`EpisodeSampler`, a
+        :class:`TaskStore`) come back as a lazy :class:`CheckedTasks` that
+        validates each task as it is read, so millions of episodes are never
+        held in memory.
 
     Examples
     --------
@@ -68,20 +70,19 @@ def check_tasks(tasks, *, task_type="classification", require_y_query=True,
     check_collection(tasks)
     seed = check_random_state(random_state).randint(2**31 - len(tasks))
     first = _TaskChecker(task_type, require_y_query, query_size, seed)(tasks[0], 0)
-    checked = CheckedTasks(tasks, _TaskChecker(
-        task_type, require_y_query, query_size, seed,
-        n_features=first.X_support.shape[1]))
-    if isinstance(tasks, (list, tuple)):
-        checked.check_all()
-    return checked
+    checker = _TaskChecker(task_type, require_y_query, query_size, seed,
+                           n_features=first.X_support.shape[1])
+    if isinstance(tasks, (list, tuple)):  # in memory already: convert once
+        return [checker(task, i) for i, task in enumerate(tasks)]
+    return CheckedTasks(tasks, checker)
 
 
 class CheckedTasks(Sequence):
-    """A task collection whose tasks are validated and converted as read.
+    """A lazy task collection, validated and converted task by task as read.
 
-    What :func:`check_tasks` returns: only the tasks being read are ever
-    converted, so a collection of millions of tasks takes no memory beyond
-    its own.
+    What :func:`check_tasks` returns for collections that are not lists or
+    tuples (episode samplers, on-disk stores): only the tasks being read are
+    converted, so millions of tasks take no memory beyond their source's.
     """
 
     def __init__(self, tasks, checker):
@@ -95,11 +96,6 @@ class CheckedTasks(Sequence):
             return [self[i] for i in range(*index.indices(len(self)))]
         index = range(len(self))[index]
         return self.checker(self.tasks[index], index)
-
-    def check_all(self):
-        """Validate every task now (converted copies are not kept)."""
-        for index, task in enumerate(self.tasks):
-            self.checker(task, index)
 
 
 def check_collection(tasks):
