@@ -43,6 +43,7 @@ def test_learners_fit_on_a_store_and_episodes_come_from_its_pool(tmp_path,
     X, y = store.pool()
     sampler = EpisodeSampler(X, y, n_way=5, k_shot=1, n_query=5, n_tasks=10,
                              random_state=0)
+    assert np.shares_memory(sampler.X, X)  # episodes read the memory map
     assert set(sampler[0].y_support) <= set(np.unique(y))
 
 
