@@ -9,6 +9,7 @@ from scipy.special import softmax
 
 from ._episodic import EpisodicLearner, EpisodicNet
 from .base import AdaptedClassifier, MetaClassifierMixin
+from .tasks._task import encode_labels
 
 
 class PrototypeClassifier(AdaptedClassifier):
@@ -88,9 +89,9 @@ class PrototypeBatch:
         of classes and examples."""
         ys, yq, class_task, query_task, offset = [], [], [], [], 0
         for index, task in enumerate(tasks):
-            classes, y_support = np.unique(task.y_support, return_inverse=True)
+            classes, y_support, y_query = encode_labels(task)
             ys.append(y_support + offset)
-            yq.append(np.searchsorted(classes, task.y_query) + offset)
+            yq.append(y_query + offset)
             class_task.append(np.full(len(classes), index))
             query_task.append(np.full(len(task.y_query), index))
             offset += len(classes)

@@ -19,6 +19,7 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from .._episodic import EpisodicNet
+from ..tasks._task import encode_labels
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile")
 
@@ -81,9 +82,7 @@ def group_tasks(tasks, classification):
     encoded = {}
     for index, task in enumerate(tasks):
         if classification:
-            classes, y_support = np.unique(task.y_support, return_inverse=True)
-            y_query = (None if task.y_query is None
-                       else np.searchsorted(classes, task.y_query))
+            classes, y_support, y_query = encode_labels(task)
         else:
             classes, y_support, y_query = None, task.y_support, task.y_query
         n_way = 0 if classes is None else len(classes)

@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True, eq=False)
 class Task:
@@ -48,3 +50,18 @@ class Task:
     def n_query(self):
         """Number of query examples (0 when the task has no query set)."""
         return 0 if self.X_query is None else len(self.X_query)
+
+
+def encode_labels(task):
+    """A classification task's sorted classes and its labels as indices.
+
+    Returns
+    -------
+    classes : ndarray
+        The support set's distinct labels, sorted.
+    y_support, y_query : ndarray of int
+        Indices into ``classes`` (``y_query`` is None without query labels).
+    """
+    classes, y_support = np.unique(task.y_support, return_inverse=True)
+    y_query = None if task.y_query is None else np.searchsorted(classes, task.y_query)
+    return classes, y_support, y_query
