@@ -16,6 +16,7 @@ from skorch import NeuralNetClassifier
 from ._episodic import FiniteLossMixin, seeded
 from .base import AdaptedClassifier, MetaClassifierMixin
 from .nn import MLP
+from .tasks._task import labelled_examples, pool_tasks
 
 _LOG_FLOOR = np.log(1e-6)
 
@@ -405,10 +406,10 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         singletons = len(self.task_groups_) == len(tasks)
         names = [f"task {g[0]}" if singletons else f"cluster {k}"
                  for k, g in enumerate(self.task_groups_)]
-        data = [_pooled([tasks[i] for i in g]) for g in self.task_groups_]
+        data = [pool_tasks([tasks[i] for i in g]) for g in self.task_groups_]
         if self.global_model:
             names.insert(0, "global")
-            data.insert(0, _pooled(tasks))
+            data.insert(0, pool_tasks(tasks))
         base = TorchMLPClassifier() if self.base_estimator is None else (
             self.base_estimator)
         seeds = rng.randint(2**31, size=len(data))
@@ -444,25 +445,14 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         limit = self.max_local_models
         if limit is None or limit >= len(tasks):
             return [np.array([i]) for i in range(len(tasks))]
-        pooled = _pooled(tasks)[0]
+        pooled = pool_tasks(tasks)[0]
         center, scale = pooled.mean(0), pooled.std(0) + 1e-12
         moments = np.array([np.concatenate([(X.mean(0) - center) / scale,
                                             X.std(0) / scale])
-                            for X, _ in map(_labelled, tasks)])
+                            for X, _ in map(labelled_examples, tasks)])
         kmeans = KMeans(limit, n_init=3, random_state=rng.randint(2**31))
         labels = kmeans.fit_predict(moments)
         return [np.flatnonzero(labels == k) for k in np.unique(labels)]
-
-
-def _labelled(task):
-    """All labelled examples of a validated training task."""
-    return (np.concatenate([task.X_support, task.X_query]),
-            np.concatenate([task.y_support, task.y_query]))
-
-
-def _pooled(tasks):
-    X, y = zip(*map(_labelled, tasks), strict=True)
-    return np.concatenate(X), np.concatenate(y)
 
 
 def _fit_seeded(estimator, X, y, seed):

@@ -18,6 +18,7 @@ from .._routing import RoutedParamsMixin
 from ..base import MetaClassifierMixin
 from ..nn import MLP
 from ..protonet import ProtoNetCore, PrototypeBatch
+from ..tasks._task import pool_tasks
 from ._loss import SoftTargetLoss, SoftTargetLossMixin
 from .pooled import (
     EmbeddingHeadClassifier,
@@ -25,7 +26,6 @@ from .pooled import (
     check_embedding,
     fit_pooled_net,
     frozen_embedding,
-    pool_tasks,
 )
 
 _DEFAULT_TEACHER = {"hidden_sizes": (256, 256)}

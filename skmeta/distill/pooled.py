@@ -16,6 +16,7 @@ from .._episodic import FiniteLossMixin, module_params, seeded, training_params
 from .._routing import RoutedParamsMixin
 from ..base import AdaptedClassifier, MetaClassifierMixin
 from ..nn import MLP
+from ..tasks._task import pool_tasks
 from ._loss import SoftTargetLoss, SoftTargetLossMixin
 
 
@@ -92,14 +93,6 @@ class PooledDataset(Dataset):
         if self.teacher_logits is None:
             return self.X[i], self.y[i]
         return self.X[i], (self.y[i], self.teacher_logits[i])
-
-
-def pool_tasks(tasks):
-    """All support and query examples of validated tasks, with their labels."""
-    parts = [(t.X_support, t.X_query, t.y_support, t.y_query) for t in tasks]
-    X = np.concatenate([a for X_s, X_q, _, _ in parts for a in (X_s, X_q)])
-    y = np.concatenate([a for _, _, y_s, y_q in parts for a in (y_s, y_q)])
-    return X, y
 
 
 def fit_pooled_net(learner, module, routed, X, y, n_classes, *, lr, seed, role,

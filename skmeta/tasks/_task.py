@@ -65,3 +65,15 @@ def encode_labels(task):
     classes, y_support = np.unique(task.y_support, return_inverse=True)
     y_query = None if task.y_query is None else np.searchsorted(classes, task.y_query)
     return classes, y_support, y_query
+
+
+def labelled_examples(task):
+    """All labelled examples of a task: its support and query sets stacked."""
+    return (np.concatenate([task.X_support, task.X_query]),
+            np.concatenate([task.y_support, task.y_query]))
+
+
+def pool_tasks(tasks):
+    """All labelled examples of a task collection, stacked: ``(X, y)``."""
+    X, y = zip(*map(labelled_examples, tasks), strict=True)
+    return np.concatenate(X), np.concatenate(y)
