@@ -19,7 +19,7 @@ is), so that the weighted sum over shares is the global meta-batch's loss.
 """
 
 import os
-import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -99,25 +99,37 @@ def fit_data_parallel(estimator, tasks, n_processes=2, backend="gloo"):
     with tempfile.TemporaryDirectory() as folder:
         torch.multiprocessing.spawn(
             _fit_process, nprocs=n_processes,
-            args=(estimator, tasks, n_processes, backend, _free_port(), folder))
+            args=(estimator, tasks, n_processes, backend, Path(folder)))
         return joblib.load(Path(folder) / "estimator.joblib")
 
 
-def _fit_process(rank, estimator, tasks, world_size, backend, port, folder):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group(backend, rank=rank, world_size=world_size)
+def _fit_process(rank, estimator, tasks, world_size, backend, folder):
+    # A rendezvous file in the private folder: no port to pick and lose.
+    dist.init_process_group(backend, init_method=(folder / "rendezvous").as_uri(),
+                            rank=rank, world_size=world_size)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     if backend == "nccl":
         estimator.set_params(device=f"cuda:{rank}")
     try:
         estimator.fit(tasks)
         if rank == 0:
-            joblib.dump(estimator, Path(folder) / "estimator.joblib")
+            joblib.dump(estimator, folder / "estimator.joblib")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+    _exit_skipping_finalization()
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _exit_skipping_finalization():
+    """End a worker whose result is saved without finalizing the interpreter.
+
+    Once torch's optimisers have imported ``torch._dynamo``, the process group
+    outlives ``destroy_process_group`` and gloo's worker threads may still be
+    releasing a finished collective's tensors, which needs the GIL. If that
+    happens while Python finalizes, the thread cannot take the GIL and the
+    process aborts ("terminate called without an active exception"; see
+    pytorch/pytorch#190489). Skipping finalization avoids it.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
