@@ -110,7 +110,8 @@ def check_finite_loss(net, loss, meta="meta-"):
             f"The {meta}loss became {loss.item()} in epoch {epoch}, {meta}batch "
             f"{step}; training stopped and the module keeps the parameters "
             "of the last finite step. A learning rate that is too high "
-            "(meta_lr, lr, or inner_lr where there is one) is the usual cause.")
+            "(meta_lr, lr, or inner_lr where there is one) or features on a "
+            "large scale (standardise them) is the usual cause.")
 
 
 class FiniteLossMixin:

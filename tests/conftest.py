@@ -1,9 +1,18 @@
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from skmeta import ProtoNetClassifier
 from skmeta.datasets import load_digits_tasks
 from skmeta.tasks import EpisodeSampler
+
+# The same examples on every run, so that a test run is repeatable; set
+# HYPOTHESIS_PROFILE=explore to search many new ones.
+settings.register_profile("repeatable", max_examples=40, derandomize=True)
+settings.register_profile("explore", max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(scope="session")

@@ -57,8 +57,8 @@ def _check_finite(fast, steps, inner_lr, index=(0,)):
             f"inner_lr={inner_lr}")
         raise FloatingPointError(
             f"Task {task}: adaptation diverged (non-finite weights) within {steps} "
-            f"gradient steps with {rate}; use fewer test_inner_steps or a "
-            "smaller inner_lr.")
+            f"gradient steps with {rate}; use fewer test_inner_steps, a "
+            "smaller inner_lr, or standardised features.")
 
 
 _ADAPTED_PARAMS = """
