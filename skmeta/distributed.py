@@ -121,7 +121,7 @@ def _fit_process(rank, estimator, tasks, world_size, backend, folder):
 
 
 def _exit_skipping_finalization():
-    """End a worker whose result is saved without finalizing the interpreter.
+    """End a worker process, its result saved, without finalizing Python.
 
     Once torch's optimisers have imported ``torch._dynamo``, the process group
     outlives ``destroy_process_group`` and gloo's worker threads may still be
