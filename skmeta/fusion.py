@@ -2,6 +2,7 @@
 each new task from its support set."""
 
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -364,7 +365,10 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         The fitted models: ``"global"`` first (if ``global_model``), then
         ``"task <i>"`` per training task, or ``"cluster <k>"`` per cluster
         of tasks when ``max_local_models`` is smaller than the number of
-        tasks.
+        tasks. A KeyboardInterrupt during ``fit`` stops it, keeping the
+        models fitted until then (with a warning). The default base model
+        ends its own training early instead (skorch's behaviour), and
+        fitting goes on with the next model.
     task_groups_ : list of ndarray
         For each local model, the indices of the training tasks it learned.
     n_features_in_ : int
@@ -413,10 +417,13 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         base = TorchMLPClassifier() if self.base_estimator is None else (
             self.base_estimator)
         seeds = rng.randint(2**31, size=len(data))
-        models = Parallel(n_jobs=self.n_jobs)(
+        models = _collect_until_interrupted(Parallel(
+            n_jobs=self.n_jobs, return_as="generator")(
             delayed(_fit_seeded)(clone(base), X, y, seed)
-            for (X, y), seed in zip(data, seeds, strict=True))
-        self.estimators_ = list(zip(names, models, strict=True))
+            for (X, y), seed in zip(data, seeds, strict=True)), len(data))
+        # Fewer models than names after an interrupt: keep the fitted ones.
+        self.estimators_ = list(zip(names, models, strict=False))
+        del self.task_groups_[len(models) - bool(self.global_model):]
 
     def _adapt(self, X_support, y_support):
         self._check_params()  # they may have been set after fit
@@ -453,6 +460,21 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         kmeans = KMeans(limit, n_init=3, random_state=rng.randint(2**31))
         labels = kmeans.fit_predict(moments)
         return [np.flatnonzero(labels == k) for k in np.unique(labels)]
+
+
+def _collect_until_interrupted(models, n_models):
+    """The fitted ``models`` as they come; after a KeyboardInterrupt, the
+    ones fitted so far, with a warning (the interrupt itself if none)."""
+    fitted = []
+    try:
+        for model in models:
+            fitted.append(model)
+    except KeyboardInterrupt:
+        if not fitted:
+            raise
+        warnings.warn(f"Fitting was interrupted; fusing the {len(fitted)} of "
+                      f"{n_models} models fitted so far.", stacklevel=3)
+    return fitted
 
 
 def _fit_seeded(estimator, X, y, seed):

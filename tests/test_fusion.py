@@ -310,3 +310,44 @@ def test_fused_classifiers_pass_sklearn_estimator_checks():
     check_estimator(StackedFusionClassifier([("ends", FrozenEstimator(
         EndFeatures().fit()))]))
     check_estimator(TorchMLPClassifier(max_epochs=5, random_state=0))
+
+
+class InterruptedFromFit(ClassifierMixin, BaseEstimator):
+    """Logistic regression whose fits raise KeyboardInterrupt from the
+    ``after + 1``-th on, counted over all clones since ``reset``."""
+
+    fits = 0
+
+    def __init__(self, after=3, random_state=None):
+        self.after = after
+        self.random_state = random_state
+
+    @classmethod
+    def reset(cls):
+        cls.fits = 0
+
+    def fit(self, X, y):
+        type(self).fits += 1
+        if type(self).fits > self.after:
+            raise KeyboardInterrupt
+        self.model_ = LogisticRegression().fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.model_.predict_proba(X)
+
+
+def test_keyboard_interrupt_keeps_the_models_fitted_so_far(rule_tasks):
+    train, new = rule_tasks
+    model = MetaFusionClassifier(InterruptedFromFit(after=3), random_state=0)
+    InterruptedFromFit.reset()
+    with pytest.warns(UserWarning, match="^Fitting was interrupted; fusing the 3 "
+                      "of 7 models fitted so far.$"):
+        model.fit(train)
+    assert [name for name, _ in model.estimators_] == ["global", "task 0", "task 1"]
+    assert [g.tolist() for g in model.task_groups_] == [[0], [1]]
+    assert model.score(train[:2]) > 0.8  # the kept local models know their rules
+    InterruptedFromFit.reset()
+    with pytest.raises(KeyboardInterrupt):  # nothing fitted: nothing to keep
+        MetaFusionClassifier(InterruptedFromFit(after=0)).fit(train)
