@@ -23,7 +23,16 @@ _LOG_FLOOR = np.log(1e-6)
 
 
 class _TorchMLPNet(FiniteLossMixin, NeuralNetClassifier):
-    """skorch's classifier net, stopping on a non-finite loss."""
+    """skorch's classifier net, stopping on a non-finite loss and noting in
+    ``interrupted_`` a KeyboardInterrupt, which skorch's ``fit`` swallows."""
+
+    def fit_loop(self, X, y=None, **fit_params):
+        self.interrupted_ = False
+        try:
+            return super().fit_loop(X, y, **fit_params)
+        except KeyboardInterrupt:
+            self.interrupted_ = True
+            raise
 
 
 class TorchMLPClassifier(AdaptedClassifier):
@@ -33,7 +42,9 @@ class TorchMLPClassifier(AdaptedClassifier):
     A :class:`skorch.NeuralNetClassifier` around :class:`skmeta.nn.MLP`, with
     ``in_features`` and ``out_features`` set from the data, trained with Adam
     on the cross-entropy loss, wrapped so that ``classes_`` holds the user's
-    labels and ``random_state`` makes training reproducible.
+    labels and ``random_state`` makes training reproducible. A
+    KeyboardInterrupt during ``fit`` is passed on, as scikit-learn's
+    estimators do, rather than ending training early as skorch does.
 
     Parameters
     ----------
@@ -87,6 +98,8 @@ class TorchMLPClassifier(AdaptedClassifier):
             verbose=0)
         with seeded(seed, self.device):
             self.net_.fit(X, y.astype(np.int64))
+        if self.net_.interrupted_:  # passed on, as scikit-learn's models do
+            raise KeyboardInterrupt
 
     def _predict_proba(self, X):
         return self.net_.predict_proba(X).astype(np.float64)
@@ -366,9 +379,7 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         ``"task <i>"`` per training task, or ``"cluster <k>"`` per cluster
         of tasks when ``max_local_models`` is smaller than the number of
         tasks. A KeyboardInterrupt during ``fit`` stops it, keeping the
-        models fitted until then (with a warning). The default base model
-        ends its own training early instead (skorch's behaviour), and
-        fitting goes on with the next model.
+        models fitted until then (with a warning).
     task_groups_ : list of ndarray
         For each local model, the indices of the training tasks it learned.
     n_features_in_ : int

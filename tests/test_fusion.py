@@ -1,3 +1,4 @@
+import itertools
 import re
 
 import joblib
@@ -17,6 +18,7 @@ from skmeta.fusion import (
     StackedFusionClassifier,
     TorchMLPClassifier,
     WeightedFusionClassifier,
+    _TorchMLPNet,
 )
 
 
@@ -351,3 +353,24 @@ def test_keyboard_interrupt_keeps_the_models_fitted_so_far(rule_tasks):
     InterruptedFromFit.reset()
     with pytest.raises(KeyboardInterrupt):  # nothing fitted: nothing to keep
         MetaFusionClassifier(InterruptedFromFit(after=0)).fit(train)
+
+
+def test_default_base_model_passes_an_interrupt_on(rule_tasks, monkeypatch):
+    """skorch would end one model's training early and go on with the next;
+    the interrupt stops the whole fit instead."""
+    steps = itertools.count()
+    train_step = _TorchMLPNet.train_step
+
+    def interrupted_at_step_18(net, batch, **kwargs):
+        # The global model takes 2 epochs x 8 batches of 64 of the 480 pooled
+        # examples; step 18 is task 0's second.
+        if next(steps) == 17:
+            raise KeyboardInterrupt
+        return train_step(net, batch, **kwargs)
+
+    monkeypatch.setattr(_TorchMLPNet, "train_step", interrupted_at_step_18)
+    model = MetaFusionClassifier(TorchMLPClassifier(max_epochs=2), random_state=0)
+    with pytest.warns(UserWarning, match="fusing the 1 of 7 models"):
+        model.fit(rule_tasks[0])
+    assert [name for name, _ in model.estimators_] == ["global"]
+    assert len(model.estimators_[0][1].net_.history) == 2
