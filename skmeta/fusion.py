@@ -484,7 +484,7 @@ def _collect_until_interrupted(models, n_models):
         if not fitted:
             raise
         warnings.warn(f"Fitting was interrupted; fusing the {len(fitted)} of "
-                      f"{n_models} models fitted so far.", stacklevel=3)
+                      f"{n_models} models fitted so far.", stacklevel=4)
     return fitted
 
 

@@ -341,7 +341,7 @@ class InterruptedFromFit(ClassifierMixin, BaseEstimator):
 
 
 def test_keyboard_interrupt_keeps_the_models_fitted_so_far(rule_tasks):
-    train, new = rule_tasks
+    train = rule_tasks[0]
     model = MetaFusionClassifier(InterruptedFromFit(after=3), random_state=0)
     InterruptedFromFit.reset()
     with pytest.warns(UserWarning, match="^Fitting was interrupted; fusing the 3 "
