@@ -10,6 +10,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.estimator_checks import check_estimator
+from skorch.callbacks import Callback
 
 from skmeta import MetaDistiller, ProtoNetClassifier
 from skmeta.distill import (
@@ -341,3 +342,26 @@ def test_prefit_pooled_teacher_must_know_every_label(distiller, digits, train_ta
             "(refit_teacher=True).")):
         MetaDistiller(distiller.teacher_, refit_teacher=False,
                       max_epochs=1).fit([train_tasks[0], task])
+
+
+class InterruptFirstNet(Callback):
+    """Raises KeyboardInterrupt after the second batch of the first net it
+    trains in (the teacher's)."""
+
+    first = None
+
+    def on_batch_end(self, net, **kwargs):
+        self.first = self.first or net
+        if net is self.first and len(net.history[-1, "batches"]) == 2:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_teacher_is_followed_by_the_students_training(train_tasks,
+                                                                  test_tasks):
+    model = MetaDistiller(teacher__hidden_sizes=(32,), student__hidden_sizes=(16,),
+                          max_epochs=2, callbacks=[InterruptFirstNet()],
+                          random_state=0).fit(train_tasks[:40])
+    assert len(model.teacher_.history_) == 1
+    assert len(model.teacher_.history_[-1, "batches"]) == 2
+    assert len(model.history_) == 2  # the student's whole run
+    assert model.score(test_tasks) > 0.2  # 5-way: chance is 0.2
