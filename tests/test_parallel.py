@@ -26,7 +26,8 @@ def test_dask_backend_gives_the_sequential_results(protonet, test_tasks):
 
 
 def test_ray_backend_gives_the_sequential_results(protonet, test_tasks):
-    ray = pytest.importorskip("ray")
+    ray = pytest.importorskip(
+        "ray", reason='the Ray backend needs ray: pip install -e ".[ray]"')
     from ray.util.joblib import register_ray
 
     tasks = test_tasks[:12]
