@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from skmeta.datasets import load_digits_tasks, load_omniglot, make_sinusoid_tasks
+from skmeta import MAMLRegressor
+from skmeta.datasets import (
+    SinusoidTasks,
+    load_digits_tasks,
+    load_omniglot,
+    make_sinusoid_tasks,
+)
 
 
 def test_digits_tasks_are_40_rotated_classes_with_fixed_split(digits):
@@ -69,3 +75,64 @@ def test_load_omniglot_never_downloads(tmp_path):
     pytest.importorskip("PIL")
     with pytest.raises(FileNotFoundError, match="skmeta never downloads"):
         load_omniglot(tmp_path)
+
+
+def test_lazy_sinusoid_task_is_a_pure_function_of_seed_and_index():
+    stream = make_sinusoid_tasks(1000, k_shot=5, n_query=7, random_state=0,
+                                 lazy=True)
+    assert isinstance(stream, SinusoidTasks) and len(stream) == 1000
+    backwards = [stream[i] for i in (999, 500, 3)]
+    fresh = make_sinusoid_tasks(1000, k_shot=5, n_query=7, random_state=0,
+                                lazy=True)
+    for i, task in zip((999, 500, 3), backwards, strict=True):
+        np.testing.assert_array_equal(task.X_support, fresh[i].X_support)
+        np.testing.assert_array_equal(task.y_query, fresh[i].y_query)
+    assert not np.array_equal(stream[3].y_support, stream[4].y_support)
+    other = make_sinusoid_tasks(1000, k_shot=5, n_query=7, random_state=1,
+                                lazy=True)
+    assert not np.array_equal(stream[3].y_support, other[3].y_support)
+    task = stream[3]
+    assert task.X_support.shape == (5, 1) and task.y_query.shape == (7,)
+    assert task.y_support.dtype == np.float32
+    amplitude, phase = stream.params(3)
+    assert 0.1 <= amplitude <= 5.0 and 0.0 <= phase <= np.pi
+    np.testing.assert_allclose(
+        task.y_query, amplitude * np.sin(task.X_query[:, 0] - phase), atol=1e-5)
+
+
+def test_lazy_sinusoid_indexing_slicing_and_iteration():
+    stream = make_sinusoid_tasks(1_750_000, random_state=0, lazy=True)
+    assert len(stream) == 1_750_000
+    np.testing.assert_array_equal(stream[-1].y_support,
+                                  stream[1_749_999].y_support)
+    for index in (1_750_000, -1_750_001):
+        with pytest.raises(IndexError, match="out of range"):
+            stream[index]
+    with pytest.raises(TypeError):
+        stream[1.5]
+    view = stream[10:20:3]
+    assert isinstance(view, SinusoidTasks) and len(view) == 4
+    np.testing.assert_array_equal(view[-1].y_query, stream[19].y_query)
+    tasks = list(view)
+    np.testing.assert_array_equal(tasks[1].y_query, stream[13].y_query)
+    with pytest.raises(IndexError):
+        view[4]
+
+
+def test_lazy_sinusoid_keeps_the_eager_tasks_and_refuses_return_params():
+    eager = make_sinusoid_tasks(3, random_state=0)
+    again = make_sinusoid_tasks(3, random_state=0, lazy=False)
+    np.testing.assert_array_equal(eager[2].y_query, again[2].y_query)
+    with pytest.raises(ValueError, match="lazy=False"):
+        make_sinusoid_tasks(3, lazy=True, return_params=True)
+    with pytest.raises(ValueError, match="n_tasks"):
+        SinusoidTasks(0)
+
+
+def test_learners_fit_on_a_lazy_sinusoid_stream():
+    stream = make_sinusoid_tasks(40, k_shot=5, n_query=5, random_state=0,
+                                 lazy=True)
+    reg = MAMLRegressor(max_epochs=1, module__hidden_sizes=(16,), random_state=0)
+    reg.fit(stream)
+    assert np.isfinite(reg.score(stream[:4]))
+    assert len(reg.predict(stream[-3:])) == 3
