@@ -50,16 +50,34 @@ adapted = [model.adapt(t.X_support, t.y_support) for t in test]
 print(f"weighted fusion accuracy on new sites: {model.score(test):.3f}")
 
 # %%
-# The weights, new sites (rows) against the global model and the training
-# sites (columns), both sorted by wiring.
+# The weights: one row per new site, one column per model (the global model,
+# then the local model of each training site), both grouped by wiring. Each
+# row sums to 1.
 weights = np.array([clf.weights_ for clf in adapted])
 columns = np.concatenate([[0], 1 + np.argsort(train_wiring, kind="stable")])
 rows = np.argsort(test_wiring, kind="stable")
-fig, ax = plt.subplots(figsize=(7, 3.5))
-image = ax.imshow(weights[rows][:, columns], cmap="magma")
-ax.set_xticks(range(13), ["global"] + [f"site {i}\n(w{train_wiring[i]})"
-                                       for i in columns[1:] - 1], fontsize=6)
-ax.set_yticks(range(8), [f"new site (w{test_wiring[i]})" for i in rows],
-              fontsize=7)
-fig.colorbar(image, label="fusion weight")
+letters = "ABCD"
+fig, ax = plt.subplots(figsize=(10, 5.2))
+image = ax.imshow(weights[rows][:, columns], cmap="magma", vmin=0)
+ax.set_xticks(range(13), ["global"] + [f"site {i + 1}" for i in columns[1:] - 1],
+              fontsize=8)
+ax.set_yticks(range(8), [f"new site {i + 1} (wiring {letters[test_wiring[i]]})"
+                         for i in rows], fontsize=9)
+for group in range(4):  # wiring groups: separators and a label under each
+    ax.axvline(0.5 + 3 * group, color="w", linewidth=1.5)
+    ax.axhline(1.5 + 2 * group, color="w", linewidth=1.5)
+    ax.text(2 + 3 * group, 1.01, f"training sites, wiring {letters[group]}",
+            transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+            fontsize=8)
+ax.text(0, 1.01, "pooled", transform=ax.get_xaxis_transform(), ha="center",
+        va="bottom", fontsize=8)
+ax.set_xlabel("model being weighted: the global model (fitted on all training "
+              "sites) and each training site's own model")
+ax.set_ylabel("new site, 5 labelled\nexamples per digit")
+ax.set_title("Fusion weights per new site: its prediction is the sum over models "
+             "i of\nw_i x (model i's class probabilities). Each new site puts "
+             "its weight on training sites\nwired like it (wiring A-D: four "
+             "different pixel permutations, with gains and offsets)",
+             fontsize=10, pad=22)
+fig.colorbar(image, label="fusion weight w_i (non-negative; each row sums to 1)")
 fig.tight_layout()
