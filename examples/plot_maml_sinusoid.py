@@ -49,26 +49,36 @@ def after(module, steps, task):
 # %%
 # Left: one new task, the curve before adaptation, after 1 and after 10 steps.
 task, x = test[0], np.linspace(-5, 5, 200, dtype=np.float32)[:, None]
-fig, (curve, errors) = plt.subplots(1, 2, figsize=(10, 3.8))
+fig, (curve, errors) = plt.subplots(1, 2, figsize=(12, 4.2))
 curve.plot(x, amplitudes[0] * np.sin(x - phases[0]), "k", label="truth")
 curve.plot(task.X_support, task.y_support, "k^", label="10 support points")
-for steps, style in [(0, ":"), (1, "--"), (10, "-")]:
+for steps, style, label in [(0, ":", "MAML, before adapting"),
+                            (1, "--", "MAML, after 1 step"),
+                            (10, "-", "MAML, after 10 steps")]:
     curve.plot(x, after(maml.net_.module_, steps, task).predict(x), "C0" + style,
-               label=f"MAML, {steps} steps")
+               label=label)
 curve.plot(x, after(pretrained.module_, 10, task).predict(x), "C1-",
-           label="pretrained, 10 steps")
-curve.legend(fontsize=7)
-curve.set_title("a new task")
+           label="pretrained on all tasks,\nafter 10 steps")
+curve.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+curve.set_xlabel("x")
+curve.set_ylabel("y = amplitude * sin(x - phase)")
+curve.set_title("one new sinusoid, fitted from its 10 support points", fontsize=10)
 
 # Right: mean squared error over 100 new tasks against the number of steps.
 steps = np.arange(11)
 for name, module, color in [("MAML", maml.net_.module_, "C0"),
                             ("pretrained on all tasks", pretrained.module_, "C1")]:
-    mse = [np.mean([np.mean((after(module, k, t).predict(t.X_query) - t.y_query) ** 2)
-                    for t in test]) for k in steps]
+    per_task = np.array([[np.mean((after(module, k, t).predict(t.X_query)
+                                   - t.y_query) ** 2) for t in test] for k in steps])
+    mse = per_task.mean(1)
+    half = 1.96 * per_task.std(1, ddof=1) / np.sqrt(len(test))
     errors.plot(steps, mse, "o-", color=color, label=name)
+    errors.fill_between(steps, mse - half, mse + half, color=color, alpha=0.25)
     print(f"{name}: MSE after 1 step {mse[1]:.2f}, after 10 steps {mse[10]:.2f}")
-errors.set_xlabel("gradient steps on the support set")
-errors.set_ylabel("query MSE")
+errors.set_xlabel("gradient steps on the new task's 10 support points")
+errors.set_ylabel("mean squared error on query points")
+errors.set_title(f"error on {len(test)} new sinusoids, band: 95 % interval",
+                 fontsize=10)
+errors.set_ylim(bottom=0)
 errors.legend()
 fig.tight_layout()
