@@ -53,13 +53,37 @@ for name, (n_params, (mean, half), seconds) in results.items():
           f"{100 * half:.1f} %, {1000 * seconds:.1f} ms per task")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+# Size, accuracy (with its 95 % interval) and time per new task, side by side.
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
 names = list(results)
-for ax, (label, values) in zip(axes, [
-        ("parameters", [r[0] for r in results.values()]),
-        ("5-way 1-shot accuracy (%)", [100 * r[1][0] for r in results.values()]),
-        ("adapt + predict (ms)", [1000 * r[2] for r in results.values()])],
-        strict=True):
-    ax.bar(names, values, color=["C1", "C0"])
-    ax.set_title(label, fontsize=9)
+colors = ["C1", "C0"]
+panels = [
+    ("size", "parameters", [r[0] for r in results.values()], None),
+    ("accuracy", "5-way 1-shot accuracy on\nunseen classes (%)",
+     [100 * r[1][0] for r in results.values()],
+     [100 * r[1][1] for r in results.values()]),
+    ("speed", "adapt + predict one task (ms)",
+     [1000 * r[2] for r in results.values()], None)]
+for ax, (title, label, values, errors) in zip(axes, panels, strict=True):
+    if errors is None:
+        bars = ax.bar(names, values, color=colors)
+        ax.bar_label(bars, [f"{v:,.0f}" if title == "size" else f"{v:.1f} ms"
+                            for v in values], fontsize=8)
+        ax.margins(y=0.12)
+    else:  # points on a zoomed axis, so the intervals show
+        for name, value, error, color in zip(names, values, errors, colors,
+                                             strict=True):
+            ax.errorbar([name], [value], yerr=[error], fmt="o", color=color,
+                        capsize=8, elinewidth=2, markersize=8)
+            ax.annotate(f"{value:.1f} ± {error:.1f}", (name, value),
+                        xytext=(12, 0), textcoords="offset points", va="center",
+                        fontsize=8, color=color)
+        ax.set_xlim(-0.6, 1.9)
+        ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(label)
+axes[0].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+axes[1].set_title("accuracy (95 % intervals; chance 20 %)", fontsize=10)
+fig.suptitle(f"Teacher (Conv-4, 64 channels) vs distilled student (Conv-4, 16 "
+             f"channels), {len(test)} new tasks", fontsize=10)
 fig.tight_layout()

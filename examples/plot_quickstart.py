@@ -47,10 +47,17 @@ results = {name: mean_confidence_interval(task_scores(estimator, test))
            for name, estimator in [("nearest centroid\n(raw pixels)",
                                     PrototypeClassifier()),
                                    ("ProtoNet\n(2 conv blocks)", model)]}
-fig, ax = plt.subplots(figsize=(5, 3.5))
-ax.bar(list(results), [100 * m for m, _ in results.values()],
-       yerr=[100 * h for _, h in results.values()], color=["grey", "C0"])
-ax.axhline(20, color="k", ls=":", label="chance")
+fig, ax = plt.subplots(figsize=(5.5, 4))
+for name, (mean, half), color in zip(results, results.values(), ["grey", "C0"],
+                                     strict=True):
+    ax.errorbar([name], [100 * mean], yerr=[100 * half], fmt="o", color=color,
+                capsize=8, elinewidth=2, markersize=8)
+    ax.annotate(f"{100 * mean:.1f} ± {100 * half:.1f} %", (name, 100 * mean),
+                xytext=(12, 0), textcoords="offset points", va="center",
+                color=color)
+ax.set_xlim(-0.6, 1.8)
 ax.set_ylabel("5-way 1-shot accuracy (%)")
-ax.legend()
+ax.set_title(f"{len(test)} new tasks over the {len(digits.test_classes)} unseen "
+             "classes\n(mean, bars: 95 % interval; chance is 20 %)", fontsize=10)
+ax.grid(axis="y", alpha=0.3)
 fig.tight_layout()
