@@ -16,15 +16,20 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch.callbacks import EarlyStopping
 
 from ._episodic import EpisodicLearner, EpisodicNet
 from ._scaling import TaskScaler
 from .base import AdaptedRegressor, MetaRegressorMixin
 
-# Meta-updates that max_epochs="auto" aims for (at least _AUTO_MIN_EPOCHS
-# passes over the tasks).
+# max_epochs="auto": at most _AUTO_UPDATES meta-updates in epochs of about
+# _EPOCH_UPDATES (small collections repeated within an epoch), stopped early
+# once the held-out tasks' loss has not improved for _AUTO_PATIENCE
+# meta-updates; collections of fewer than _MIN_SPLIT_TASKS tasks are not split.
 _AUTO_UPDATES = 2000
-_AUTO_MIN_EPOCHS = 10
+_EPOCH_UPDATES = 50
+_AUTO_PATIENCE = 500
+_MIN_SPLIT_TASKS = 5
 
 
 def posterior(phi, y, mask, prior_mean, prior_chol, noise_var):
@@ -392,6 +397,37 @@ class BayesianLinearRegressor(AdaptedRegressor):
         return self._predictive(np.asarray(X, dtype=np.float64))[0]
 
 
+def _silent(*args, **kwargs):
+    pass
+
+
+class RepeatedTrainSplit:
+    """skorch ``train_split``: ``split`` (or none), then the training tasks
+    repeated ``repeats`` times, so that an epoch of a small collection holds
+    enough meta-updates to be worth its per-epoch overhead."""
+
+    def __init__(self, split, repeats):
+        self.split, self.repeats = split, repeats
+
+    def __call__(self, dataset, y=None, **fit_params):
+        train, valid = ((dataset, None) if self.split is None
+                        else self.split(dataset, y, **fit_params))
+        return RepeatedTasks(train, self.repeats), valid
+
+
+class RepeatedTasks(torch.utils.data.Dataset):
+    """A task dataset seen ``repeats`` times in a row."""
+
+    def __init__(self, tasks, repeats):
+        self.tasks, self.repeats = tasks, repeats
+
+    def __len__(self):
+        return len(self.tasks) * self.repeats
+
+    def __getitem__(self, index):
+        return self.tasks[index % len(self.tasks)]
+
+
 class MetaBayesianRidge(MetaRegressorMixin, EpisodicLearner):
     """Meta-learned Bayesian linear regression with a closed-form adaptation.
 
@@ -424,17 +460,24 @@ class MetaBayesianRidge(MetaRegressorMixin, EpisodicLearner):
         deviation of the pooled training tasks (predictions and standard
         deviations are returned in the user's units), so raw data works.
     max_epochs : int or "auto", default="auto"
-        Passes over the training task collection. "auto" makes as many as
-        give about 2000 meta-updates, and at least 10: 286 passes over 100
-        tasks, 10 over 10,000, with the default ``meta_batch_size``.
+        Passes over the training task collection. "auto" sizes training by
+        meta-updates rather than passes, so that small collections get
+        enough of them: up to 2000 meta-updates, in epochs of about 50
+        (a small collection is passed over several times per epoch),
+        stopped early, with the best parameters restored, once the
+        held-out tasks' loss has not improved for 500 meta-updates (when
+        ``validation_fraction`` holds tasks out). An integer trains exactly
+        that many passes, with no early stopping of its own.
     meta_batch_size : int, default=16
         Tasks per meta-update.
-    meta_lr : float, default=3e-3
+    meta_lr : float, default=1e-3
         Adam's learning rate.
-    validation_fraction : float or None, default=None
+    validation_fraction : float or None, default=0.2
         Fraction of the training tasks held out to report ``valid_loss``
         (their query rows' negative log-likelihood given their support
-        rows) each epoch; use with :class:`skorch.callbacks.EarlyStopping`.
+        rows) each epoch, which ``max_epochs="auto"`` stops on; with few
+        training tasks the feature network can otherwise learn them by
+        heart. None, or a collection of fewer than 5 tasks, holds none out.
     device : str, default="cpu"
         Torch device for meta-training ("cuda" for a GPU). Adaptation runs
         on the CPU.
@@ -483,7 +526,7 @@ class MetaBayesianRidge(MetaRegressorMixin, EpisodicLearner):
     _collate = staticmethod(RaggedBatch.collate)
 
     def __init__(self, module=None, *, standardize=True, max_epochs="auto",
-                 meta_batch_size=16, meta_lr=3e-3, validation_fraction=None,
+                 meta_batch_size=16, meta_lr=1e-3, validation_fraction=0.2,
                  device="cpu", callbacks=None, n_jobs=None, verbose=0,
                  random_state=None, **kwargs):
         self.module = module
@@ -514,19 +557,29 @@ class MetaBayesianRidge(MetaRegressorMixin, EpisodicLearner):
 
     def _core_params(self, tasks, seed):
         params = super()._core_params(tasks, seed)
-        params.update(n_features=self.n_features_in_,
-                      max_epochs=self._n_epochs(len(tasks)))
-        return params
-
-    def _n_epochs(self, n_tasks):
+        params.update(n_features=self.n_features_in_)
+        if len(tasks) < _MIN_SPLIT_TASKS:
+            params["train_split"] = None
         if self.max_epochs != "auto":
             if not (isinstance(self.max_epochs, numbers.Integral)
                     and self.max_epochs >= 0):
                 raise ValueError(f"max_epochs must be 'auto' or a non-negative "
                                  f"integer; got {self.max_epochs!r}.")
-            return self.max_epochs
-        updates_per_epoch = -(-n_tasks // self.meta_batch_size)
-        return max(_AUTO_MIN_EPOCHS, -(-_AUTO_UPDATES // updates_per_epoch))
+            return {**params, "max_epochs": self.max_epochs}
+        n_train = len(tasks) if params["train_split"] is None else math.ceil(
+            len(tasks) * (1 - self.validation_fraction))
+        repeats = max(1, _EPOCH_UPDATES * self.meta_batch_size // n_train)
+        updates_per_epoch = -(-n_train * repeats // self.meta_batch_size)
+        params["max_epochs"] = -(-_AUTO_UPDATES // updates_per_epoch)
+        if params["train_split"] is not None:
+            patience = max(2, -(-_AUTO_PATIENCE // updates_per_epoch))
+            params["callbacks"] = [*params["callbacks"], (
+                "auto_early_stopping",
+                EarlyStopping(patience=patience, threshold=1e-4,
+                              threshold_mode="abs", load_best=True,
+                              sink=_silent))]
+        params["train_split"] = RepeatedTrainSplit(params["train_split"], repeats)
+        return params
 
     def _module_kwargs(self, tasks):
         return {**super()._module_kwargs(tasks), "hidden_sizes": (32, 32)}

@@ -192,6 +192,10 @@ def test_beats_mixed_model_and_global_ridge_with_calibrated_intervals(
         inside.append(np.abs(t.y_query - mean) <= 1.96 * std)
     assert 0.85 <= np.mean(np.concatenate(inside)) <= 0.99
     assert model.score(test) > 0.6  # mean per-task R², 3 to 10 query rows
+    # max_epochs="auto": epochs of about 50 meta-updates over the 48 training
+    # tasks repeated, early stopping on the 12 held-out tasks
+    assert np.isfinite(model.history_[:, "valid_loss"]).all()
+    assert len(model.history_[-1, "batches"]) >= 48
 
 
 def test_raw_unscaled_data_gives_the_same_predictions():
