@@ -400,11 +400,14 @@ def table(summary, seconds):
     lines = ["| method | MSE / training var(y) | minus mixed model (paired) | "
              "minus ridge + offset (paired) | 95% interval coverage (%) | "
              "fit + predict (s, all folds) |", "| --- |" + " --- |" * 5]
+    n_groups = max(row["n_groups"] for row in summary.values())
     for method, row in summary.items():
         if not row["n_groups"]:
             lines.append(f"| {method} | failed (below) |" + " - |" * 4)
             continue
-        lines.append(f"| {method} | {cell(row['nmse'])} | "
+        partial = ("" if row["n_groups"] == n_groups else
+                   f" (only {row['n_groups']} of {n_groups} groups; folds failed)")
+        lines.append(f"| {method} | {cell(row['nmse'])}{partial} | "
                      f"{cell(row['minus_mixed_model'])} | "
                      f"{cell(row['minus_ridge_offset'])} | "
                      f"{cell(row['coverage'], percent=True)} | "
