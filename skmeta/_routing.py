@@ -25,10 +25,12 @@ class RoutedParamsMixin:
                 f"{key!r}; routed parameters must start with one of "
                 f"{', '.join(self._routed_prefixes)}.")
 
-    def _routed_params(self, prefix=None):
+    def _routed_params(self, prefix=None, strip=False):
+        """The routed parameters (those of one ``prefix``), with their prefix
+        or, if ``strip``, without it."""
         prefixes = self._routed_prefixes if prefix is None else (prefix,)
-        return {key: value for key, value in vars(self).items()
-                if key.startswith(prefixes)}
+        return {key[len(prefix):] if strip else key: value
+                for key, value in vars(self).items() if key.startswith(prefixes)}
 
     def get_params(self, deep=True):
         return {**super().get_params(deep=deep), **self._routed_params()}

@@ -120,7 +120,10 @@ class TaskScaler:
                     y(task.y_query))
 
     def transform_tasks(self, tasks):
-        """A lazy view of ``tasks`` with every task standardised."""
+        """``tasks`` with every task standardised: a new list for a list (in
+        memory already), a lazy view of any other collection."""
+        if isinstance(tasks, list):
+            return [self.transform_task(task) for task in tasks]
         return ScaledTasks(tasks, self)
 
 

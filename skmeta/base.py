@@ -7,55 +7,81 @@ query set. Because tasks are the samples, scikit-learn's model selection
 (``GridSearchCV``, ``cross_val_score``) splits task collections unchanged.
 """
 
+from numbers import Integral
+
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._version import __version__
 from .tasks import check_tasks
 
-PICKLE_FORMAT = 1
+PICKLE_FORMAT = 2
+
+# n_jobs as joblib takes it: a positive count, or -1, -2... (all CPUs, all but one...)
+N_JOBS_CONSTRAINT = [Interval(Integral, 1, None, closed="left"),
+                     Interval(Integral, None, -1, closed="right"), None]
 
 
 class VersionedPickleMixin:
-    """Refuses, with a clear message, pickles of an incompatible skmeta.
+    """Refuses, with a clear message, pickles of an incompatible skmeta or of
+    another class.
 
-    Pickles record skmeta's version and the format of its fitted state; one
-    of another format raises instead of loading into a wrong model.
+    Pickles record skmeta's version, the format of its fitted state and the
+    class that was saved; one of another format or class raises instead of
+    loading into a wrong model.
     """
 
     def __getstate__(self):
         return {**super().__getstate__(), "_skmeta_version": __version__,
-                "_skmeta_pickle_format": PICKLE_FORMAT}
+                "_skmeta_pickle_format": PICKLE_FORMAT,
+                "_skmeta_class": _qualified_name(type(self))}
 
     def __setstate__(self, state):
         found = state.get("_skmeta_pickle_format")
+        saved_by = state.get("_skmeta_version", "an unknown version")
         if found != PICKLE_FORMAT:
-            saved_by = state.get("_skmeta_version", "an unknown version")
             raise ValueError(
                 f"This {type(self).__name__} was saved by skmeta {saved_by} "
                 f"(pickle format {found}), but skmeta {__version__} reads format "
                 f"{PICKLE_FORMAT}. Load it with the skmeta that saved it, or "
                 "refit it.")
+        saved_class = state.get("_skmeta_class")
+        if saved_class != _qualified_name(type(self)):
+            raise ValueError(
+                f"This pickle holds a {saved_class}, but it is being loaded as "
+                f"a {_qualified_name(type(self))}; the file was altered or "
+                "mislabelled.")
         super().__setstate__(state)
+
+
+def _qualified_name(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class MetaLearnerMixin(VersionedPickleMixin):
     """The contract of skmeta's meta-learners: fit on tasks, adapt to a new one.
 
     Learners inherit it through :class:`MetaClassifierMixin` or
-    :class:`MetaRegressorMixin`, left of ``BaseEstimator``, and implement
-    ``_fit(tasks)`` (tasks already validated by
-    :func:`skmeta.tasks.check_tasks`) and ``_adapt(X, y)``, which returns a
-    new fitted estimator.
+    :class:`MetaRegressorMixin`, left of ``BaseEstimator``, declare
+    ``_parameter_constraints`` (checked when ``fit`` and ``adapt`` start) and
+    implement two hooks: ``_fit(tasks)``, which returns the fitted state as a
+    dict of ``*_`` attributes (tasks already validated by
+    :func:`skmeta.tasks.check_tasks`), and ``_adapt(X, y)``, which returns a
+    new fitted estimator. Learners that adapt many tasks at once override
+    ``_predict_tasks(tasks)``.
     """
 
     _task_type = "classification"
 
     def fit(self, tasks, y=None):
         """Meta-train on a task collection.
+
+        A fit that raises leaves a previously fitted learner as it was: the
+        new fitted state replaces the old one only once training is over.
 
         Parameters
         ----------
@@ -69,10 +95,17 @@ class MetaLearnerMixin(VersionedPickleMixin):
         -------
         self : object
         """
+        self._validate_params()
         tasks = self._check_tasks(tasks)
-        self.n_features_in_ = tasks[0].X_support.shape[1]
-        self._fit(tasks)
+        self._set_fitted(self._fit(tasks), tasks)
         return self
+
+    def _set_fitted(self, fitted, tasks):
+        """Replace the fitted state (``*_`` attributes) by ``fitted``."""
+        for name in [k for k in vars(self) if k.endswith("_")
+                     and not k.startswith("_")]:
+            delattr(self, name)
+        vars(self).update(fitted, n_features_in_=tasks[0].X_support.shape[1])
 
     def adapt(self, X_support, y_support):
         """Adapt to a new task from its labelled support set.
@@ -90,12 +123,16 @@ class MetaLearnerMixin(VersionedPickleMixin):
             meta-learned starting point.
         """
         check_is_fitted(self)
+        self._validate_params()
         n_features = np.shape(X_support)[1] if np.ndim(X_support) == 2 else None
+        self._check_n_features(n_features, "X_support has")
+        return self._adapt(X_support, y_support)
+
+    def _check_n_features(self, n_features, what):
         if n_features is not None and n_features != self.n_features_in_:
             raise ValueError(
-                f"X_support has {n_features} features, but {type(self).__name__} "
+                f"{what} {n_features} features, but {type(self).__name__} "
                 f"was meta-trained on tasks with {self.n_features_in_}.")
-        return self._adapt(X_support, y_support)
 
     def predict(self, tasks):
         """Adapt on each task's support set and predict its query set.
@@ -111,13 +148,20 @@ class MetaLearnerMixin(VersionedPickleMixin):
         list of ndarray
             One array of query predictions per task, in the user's labels.
         """
+        check_is_fitted(self)
         tasks = self._check_tasks(tasks, require_y_query=False)
-        return self._per_task(_predict_task, tasks)
+        self._check_n_features(tasks[0].X_support.shape[1], "Tasks have")
+        return self._predict_tasks(tasks)
 
     def score(self, tasks, y=None):
-        """Mean query score after adapting on each task's support set.
+        """Query score after adapting on each task's support set.
 
-        Accuracy for classifiers, R² for regressors, averaged over tasks.
+        Classifiers: accuracy, averaged over tasks. Regressors: R² over the
+        query points of all tasks pooled (one minus the total squared error
+        over the total squared deviation of each task's query targets from
+        their mean), so that on a fixed task list it ranks models as their
+        total squared error does; :func:`skmeta.metrics.task_scores` gives
+        per-task values.
 
         Parameters
         ----------
@@ -130,15 +174,19 @@ class MetaLearnerMixin(VersionedPickleMixin):
         -------
         score : float
         """
+        check_is_fitted(self)
         tasks = self._check_tasks(tasks)
-        return float(np.mean(self._per_task(_score_task, tasks)))
+        self._check_n_features(tasks[0].X_support.shape[1], "Tasks have")
+        return self._score_predictions(tasks, self._predict_tasks(tasks))
 
-    def _per_task(self, function, tasks):
-        """``function(self, task)`` for each task: the task executors, run
-        through joblib with ``n_jobs`` and whichever backend is active
+    def _predict_tasks(self, tasks):
+        """Query predictions of validated tasks; learners that adapt many
+        tasks at once (batched) override this hook. Here: the task
+        executors, ``adapt`` then ``predict`` per task through joblib with
+        ``n_jobs`` and whichever backend is active
         (``joblib.parallel_backend("dask")`` or ``"ray"`` included)."""
         parallel = Parallel(n_jobs=getattr(self, "n_jobs", None))
-        return parallel(delayed(function)(self, task) for task in tasks)
+        return parallel(delayed(_predict_task)(self, task) for task in tasks)
 
     def _check_tasks(self, tasks, require_y_query=True):
         return check_tasks(tasks, task_type=self._task_type,
@@ -147,22 +195,32 @@ class MetaLearnerMixin(VersionedPickleMixin):
 
 
 def _predict_task(learner, task):
-    return learner.adapt(task.X_support, task.y_support).predict(task.X_query)
-
-
-def _score_task(learner, task):
-    adapted = learner.adapt(task.X_support, task.y_support)
-    return adapted.score(task.X_query, task.y_query)
+    return learner._adapt(task.X_support, task.y_support).predict(task.X_query)
 
 
 class MetaClassifierMixin(MetaLearnerMixin, ClassifierMixin):
     """Mixin of meta-learners for classification tasks (score: accuracy)."""
 
+    @staticmethod
+    def _score_predictions(tasks, predictions):
+        return float(np.mean([np.mean(task.y_query == predicted) for task, predicted
+                              in zip(tasks, predictions, strict=True)]))
+
 
 class MetaRegressorMixin(MetaLearnerMixin, RegressorMixin):
-    """Mixin of meta-learners for regression tasks (score: R²)."""
+    """Mixin of meta-learners for regression tasks (score: pooled R²)."""
 
     _task_type = "regression"
+
+    @staticmethod
+    def _score_predictions(tasks, predictions):
+        error = sum(np.square(task.y_query - predicted).sum()
+                    for task, predicted in zip(tasks, predictions, strict=True))
+        spread = sum(np.square(task.y_query - task.y_query.mean()).sum()
+                     for task in tasks)
+        if spread == 0:
+            return 1.0 if error == 0 else 0.0
+        return float(1 - error / spread)
 
 
 class AdaptedClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):

@@ -10,17 +10,21 @@ linear mixed model's BLUP.
 """
 
 import math
-import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.callbacks import EarlyStopping
 
-from ._episodic import EpisodicLearner, EpisodicNet
+from . import distributed
+from ._learner import SHARED_CONSTRAINTS, TorchLearner
+from ._nets import NetSpec, SkmetaNet, TaskDataset, Training, frozen_copy
 from ._scaling import TaskScaler
-from .base import AdaptedRegressor, MetaRegressorMixin
+from .base import N_JOBS_CONSTRAINT, AdaptedRegressor, MetaRegressorMixin
+from .nn import MLP
 
 # max_epochs="auto": at most _AUTO_UPDATES meta-updates in epochs of about
 # _EPOCH_UPDATES (small collections repeated within an epoch), stopped early
@@ -181,19 +185,21 @@ class RaggedBatch:
                    torch.tensor([t.n_support for t in tasks]))
 
 
-def random_split(valid):
+def random_split(valid, generator=None):
     """Support and query masks for a padded batch: per task, ``k ~ U{1..n-1}``
-    of its ``n`` rows, drawn at random (torch's generator), are the support
+    of its ``n`` rows, drawn at random (from ``generator``), are the support
     set and the rest the query set (ALPaCA's randomised support size)."""
     n_valid = valid.sum(1)
-    k = (torch.rand(len(valid), device=valid.device) * (n_valid - 1)).long() + 1
-    scores = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, 2.0)
+    k = (torch.rand(len(valid), generator=generator, device=valid.device)
+         * (n_valid - 1)).long() + 1
+    scores = torch.rand(valid.shape, generator=generator,
+                        device=valid.device).masked_fill(~valid, 2.0)
     rank = scores.argsort(1).argsort(1)
     support = rank < k[:, None]
     return support, valid & ~support
 
 
-class BayesCore(EpisodicNet):
+class BayesNet(SkmetaNet):
     """skorch core of :class:`MetaBayesianRidge`: the module is the feature
     network, ``prior_`` the head's prior and the noise; the loss is the
     query rows' negative posterior predictive log-likelihood.
@@ -202,7 +208,7 @@ class BayesCore(EpisodicNet):
     ``noise_var`` initialise it.
     """
 
-    def __init__(self, *args, n_features, prior_scale=1.0, noise_var=0.1,
+    def __init__(self, *args, n_features=1, prior_scale=1.0, noise_var=0.1,
                  **kwargs):
         self.n_features = n_features
         self.prior_scale = prior_scale
@@ -227,10 +233,13 @@ class BayesCore(EpisodicNet):
         phi[valid] = augment(rows, self.infer(rows).reshape(len(rows), -1)).double()
         return phi
 
-    def episode_loss(self, batch, training):
+    def collate(self, tasks):
+        return RaggedBatch.collate(tasks)
+
+    def batch_loss(self, batch, training):
         batch = batch.to(self.device)
         if training:
-            support, query = random_split(batch.valid)
+            support, query = random_split(batch.valid, self._split_generator())
         else:
             support = (torch.arange(batch.valid.shape[1], device=self.device)
                        < batch.n_support[:, None].to(self.device))
@@ -238,12 +247,23 @@ class BayesCore(EpisodicNet):
         phi = self.features(batch.X, batch.valid)
         prior = self.prior_
         noise_var = prior.noise_var().double()
-        mean, cov_factor = posterior(phi, batch.y, support, prior.mean.double(),
-                                     prior.chol().double(), noise_var)
+        try:
+            mean, cov_factor = posterior(phi, batch.y, support, prior.mean.double(),
+                                         prior.chol().double(), noise_var)
+        except torch.linalg.LinAlgError:  # non-finite parameters: a NaN loss
+            return torch.tensor(torch.nan, device=self.device), None
         mu, var = predictive(phi, mean, cov_factor, noise_var)
         has_query = query.any(1)
-        loss = -log_likelihood(batch.y, mu, var, query)[has_query].mean()
-        return loss, None
+        return -log_likelihood(batch.y, mu, var, query)[has_query].mean(), None
+
+    def _split_generator(self):
+        """The random support sizes of this batch: a function of the seed,
+        the epoch, the batch and the process, so a run resumed from a
+        checkpoint draws what the uninterrupted run drew."""
+        epoch, batch = len(self.history), len(self.history[-1, "batches"])
+        rank = distributed.rank_and_world_size()[0]
+        seed = hash((self.shuffle_seed, epoch, batch, rank)) % 2**63
+        return torch.Generator(self.device).manual_seed(seed)
 
 
 class BayesianLinearRegressor(AdaptedRegressor):
@@ -298,6 +318,14 @@ class BayesianLinearRegressor(AdaptedRegressor):
     ([7.0, 61.0], True)
     """
 
+    _parameter_constraints = {
+        "features": [None, torch.nn.Module],
+        "prior_mean": ["array-like", None],
+        "prior_chol": ["array-like", None],
+        "noise_var": [Interval(Real, 0, None, closed="neither")],
+        "scaler": [None, TaskScaler],
+    }
+
     def __init__(self, features=None, prior_mean=None, prior_chol=None,
                  noise_var=1.0, scaler=None):
         self.features = features
@@ -318,6 +346,7 @@ class BayesianLinearRegressor(AdaptedRegressor):
         -------
         self : object
         """
+        self._validate_params()
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
         self._fit_array(X, y)
         return self
@@ -367,9 +396,6 @@ class BayesianLinearRegressor(AdaptedRegressor):
                 f"inputs, {d - 1 - self.n_features_in_} from the network), but "
                 f"prior_mean has shape {mean.shape} and prior_chol "
                 f"{chol.shape}; they must be (d,) and (d, r).")
-        if not (isinstance(self.noise_var, numbers.Real) and self.noise_var > 0):
-            raise ValueError(f"noise_var must be a positive number; got "
-                             f"{self.noise_var!r}.")
         return torch.tensor(mean), torch.tensor(chol)
 
     def _fit_array(self, X, y):
@@ -401,34 +427,7 @@ def _silent(*args, **kwargs):
     pass
 
 
-class RepeatedTrainSplit:
-    """skorch ``train_split``: ``split`` (or none), then the training tasks
-    repeated ``repeats`` times, so that an epoch of a small collection holds
-    enough meta-updates to be worth its per-epoch overhead."""
-
-    def __init__(self, split, repeats):
-        self.split, self.repeats = split, repeats
-
-    def __call__(self, dataset, y=None, **fit_params):
-        train, valid = ((dataset, None) if self.split is None
-                        else self.split(dataset, y, **fit_params))
-        return RepeatedTasks(train, self.repeats), valid
-
-
-class RepeatedTasks(torch.utils.data.Dataset):
-    """A task dataset seen ``repeats`` times in a row."""
-
-    def __init__(self, tasks, repeats):
-        self.tasks, self.repeats = tasks, repeats
-
-    def __len__(self):
-        return len(self.tasks) * self.repeats
-
-    def __getitem__(self, index):
-        return self.tasks[index % len(self.tasks)]
-
-
-class MetaBayesianRidge(MetaRegressorMixin, EpisodicLearner):
+class MetaBayesianRidge(MetaRegressorMixin, TorchLearner):
     """Meta-learned Bayesian linear regression with a closed-form adaptation.
 
     ALPaCA (Harrison, Sharma and Pavone, 2018): a feature network ``phi``,
@@ -522,18 +521,24 @@ class MetaBayesianRidge(MetaRegressorMixin, EpisodicLearner):
     ((10,), True)
     """
 
-    _core = BayesCore
-    _collate = staticmethod(RaggedBatch.collate)
+    _parameter_constraints = {
+        **SHARED_CONSTRAINTS,
+        "standardize": ["boolean"],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"),
+                       StrOptions({"auto"})],
+        "n_jobs": N_JOBS_CONSTRAINT,
+    }
 
     def __init__(self, module=None, *, standardize=True, max_epochs="auto",
-                 meta_batch_size=16, meta_lr=1e-3, validation_fraction=0.2,
-                 device="cpu", callbacks=None, n_jobs=None, verbose=0,
-                 random_state=None, **kwargs):
+                 meta_batch_size=16, meta_lr=1e-3, shuffle=True,
+                 validation_fraction=0.2, device="cpu", callbacks=None,
+                 n_jobs=None, verbose=0, random_state=None, **kwargs):
         self.module = module
         self.standardize = standardize
         self.max_epochs = max_epochs
         self.meta_batch_size = meta_batch_size
         self.meta_lr = meta_lr
+        self.shuffle = shuffle
         self.validation_fraction = validation_fraction
         self.device = device
         self.callbacks = callbacks
@@ -543,46 +548,52 @@ class MetaBayesianRidge(MetaRegressorMixin, EpisodicLearner):
         self._store_routed(kwargs)
 
     def _fit(self, tasks):
-        self.scaler_ = TaskScaler().fit(tasks) if self.standardize else None
-        if self.scaler_ is not None:
-            tasks = ([self.scaler_.transform_task(t) for t in tasks]
-                     if isinstance(tasks, list) else
-                     self.scaler_.transform_tasks(tasks))
-        super()._fit(tasks)
-        prior = self.net_.prior_
-        self.features_ = self._frozen_module()
-        self.prior_mean_ = prior.mean.detach().cpu().double().numpy()
-        self.prior_chol_ = prior.chol().detach().cpu().double().numpy()
-        self.noise_var_ = float(prior.noise_var().detach())
+        scaler = TaskScaler().fit(tasks) if self.standardize else None
+        if scaler is not None:
+            tasks = scaler.transform_tasks(tasks)
+        return {"scaler_": scaler, **super()._fit(tasks)}
 
-    def _core_params(self, tasks, seed):
-        params = super()._core_params(tasks, seed)
-        params.update(n_features=self.n_features_in_)
-        if len(tasks) < _MIN_SPLIT_TASKS:
-            params["train_split"] = None
+    def _net_spec(self, tasks):
+        n_features = tasks[0].X_support.shape[1]
+        return NetSpec(BayesNet, MLP if self.module is None else self.module,
+                       TaskDataset(tasks),
+                       data_kwargs={"in_features": n_features,
+                                    "hidden_sizes": (32, 32)},
+                       routed=self._routed_params("module__", strip=True),
+                       params={"n_features": n_features})
+
+    def _training(self, tasks):
+        """``max_epochs`` passes; or, for "auto", a budget of meta-updates in
+        epochs of about ``_EPOCH_UPDATES`` (small collections repeated within
+        an epoch), stopped early on the held-out tasks' loss."""
+        split = (self.validation_fraction if len(tasks) >= _MIN_SPLIT_TASKS
+                 else None)
+        training = Training(max_epochs=1, batch_size=self.meta_batch_size,
+                            lr=self.meta_lr, device=self.device,
+                            callbacks=list(self.callbacks or []),
+                            verbose=self.verbose, validation_fraction=split,
+                            shuffle=self.shuffle)
         if self.max_epochs != "auto":
-            if not (isinstance(self.max_epochs, numbers.Integral)
-                    and self.max_epochs >= 0):
-                raise ValueError(f"max_epochs must be 'auto' or a non-negative "
-                                 f"integer; got {self.max_epochs!r}.")
-            return {**params, "max_epochs": self.max_epochs}
-        n_train = len(tasks) if params["train_split"] is None else math.ceil(
-            len(tasks) * (1 - self.validation_fraction))
+            return replace(training, max_epochs=self.max_epochs)
+        n_train = len(tasks) if split is None else math.ceil(len(tasks) * (1 - split))
         repeats = max(1, _EPOCH_UPDATES * self.meta_batch_size // n_train)
         updates_per_epoch = -(-n_train * repeats // self.meta_batch_size)
-        params["max_epochs"] = -(-_AUTO_UPDATES // updates_per_epoch)
-        if params["train_split"] is not None:
+        training = replace(training, repeats=repeats,
+                           max_epochs=-(-_AUTO_UPDATES // updates_per_epoch))
+        if split is not None:
             patience = max(2, -(-_AUTO_PATIENCE // updates_per_epoch))
-            params["callbacks"] = [*params["callbacks"], (
+            training.callbacks.append((
                 "auto_early_stopping",
                 EarlyStopping(patience=patience, threshold=1e-4,
-                              threshold_mode="abs", load_best=True,
-                              sink=_silent))]
-        params["train_split"] = RepeatedTrainSplit(params["train_split"], repeats)
-        return params
+                              threshold_mode="abs", load_best=True, sink=_silent)))
+        return training
 
-    def _module_kwargs(self, tasks):
-        return {**super()._module_kwargs(tasks), "hidden_sizes": (32, 32)}
+    def _fitted_state(self, net, tasks):
+        prior = net.prior_
+        return {"features_": frozen_copy(net.module_),
+                "prior_mean_": prior.mean.detach().cpu().double().numpy(),
+                "prior_chol_": prior.chol().detach().cpu().double().numpy(),
+                "noise_var_": float(prior.noise_var().detach())}
 
     def _adapt(self, X_support, y_support):
         return BayesianLinearRegressor(

@@ -43,11 +43,16 @@ def rank_and_world_size():
 def reduce_share(loss, n_tasks, parameters):
     """Turn the meta-gradient (already in ``.grad``) and meta-loss of this
     process's ``n_tasks`` tasks into those of the global meta-batch: each
-    share weighted by its number of tasks, summed over processes."""
+    share weighted by its number of tasks, summed over processes. A process
+    whose share is empty (``n_tasks=0``) takes part with zero gradients, so
+    no process waits for another."""
     total = torch.tensor(float(n_tasks), device=loss.device)
     dist.all_reduce(total)
     weight = n_tasks / total
-    grads = [p.grad for p in parameters if p.grad is not None]
+    for p in parameters:  # every process sends every gradient, even an empty share
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in parameters]
     flat = torch.cat([g.reshape(-1) for g in grads]) * weight  # one all-reduce
     dist.all_reduce(flat)
     for grad, part in zip(grads, flat.split([g.numel() for g in grads]),

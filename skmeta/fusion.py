@@ -1,47 +1,37 @@
 """Model fusion: one model per training task and a global model, combined for
 each new task from its support set."""
 
-import numbers
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from joblib import Parallel, delayed
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone
 from sklearn.cluster import KMeans
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
-from skorch import NeuralNetClassifier
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from ._episodic import FiniteLossMixin, seeded
-from .base import AdaptedClassifier, MetaClassifierMixin
+from ._nets import NetSpec, Training, fit_net
+from ._pooled import PooledDataset, PooledNet, predict_rows
+from .base import N_JOBS_CONSTRAINT, AdaptedClassifier, MetaClassifierMixin
 from .nn import MLP
-from .tasks._task import labelled_examples, pool_tasks
+from .tasks import labelled_examples, pool_tasks
 
 _LOG_FLOOR = np.log(1e-6)
-
-
-class _TorchMLPNet(FiniteLossMixin, NeuralNetClassifier):
-    """skorch's classifier net, stopping on a non-finite loss and noting in
-    ``interrupted_`` a KeyboardInterrupt, which skorch's ``fit`` swallows."""
-
-    def fit_loop(self, X, y=None, **fit_params):
-        self.interrupted_ = False
-        try:
-            return super().fit_loop(X, y, **fit_params)
-        except KeyboardInterrupt:
-            self.interrupted_ = True
-            raise
 
 
 class TorchMLPClassifier(AdaptedClassifier):
     """A small torch MLP classifier managed by skorch: the default base model
     of :class:`MetaFusionClassifier`.
 
-    A :class:`skorch.NeuralNetClassifier` around :class:`skmeta.nn.MLP`, with
-    ``in_features`` and ``out_features`` set from the data, trained with Adam
-    on the cross-entropy loss, wrapped so that ``classes_`` holds the user's
+    A skorch net around :class:`skmeta.nn.MLP`, with ``in_features`` and
+    ``out_features`` set from the data, trained with Adam on the
+    cross-entropy loss (through skmeta's one way of training a net, with its
+    finite-loss guard), wrapped so that ``classes_`` holds the user's
     labels and ``random_state`` makes training reproducible. A
     KeyboardInterrupt during ``fit`` is passed on, as scikit-learn's
     estimators do, rather than ending training early as skorch does.
@@ -66,7 +56,7 @@ class TorchMLPClassifier(AdaptedClassifier):
     ----------
     classes_ : ndarray of shape (n_classes,)
         The labels seen in ``fit``.
-    net_ : skorch.NeuralNetClassifier
+    net_ : skorch.NeuralNet
         The trained network (indices ``0..n_classes-1`` as targets).
 
     Examples
@@ -87,22 +77,31 @@ class TorchMLPClassifier(AdaptedClassifier):
         self.device = device
         self.random_state = random_state
 
+    _parameter_constraints = {
+        "hidden_sizes": [tuple, list],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+    }
+
     def _fit_encoded(self, X, y):
+        self._validate_params()
         seed = check_random_state(self.random_state).randint(2**31)
-        self.net_ = _TorchMLPNet(
-            MLP, module__in_features=X.shape[1], module__hidden_sizes=self.hidden_sizes,
-            module__out_features=len(self.classes_),
-            criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam,
-            lr=self.lr, max_epochs=self.max_epochs, batch_size=self.batch_size,
-            iterator_train__shuffle=True, train_split=None, device=self.device,
-            verbose=0)
-        with seeded(seed, self.device):
-            self.net_.fit(X, y.astype(np.int64))
+        spec = NetSpec(PooledNet, MLP, PooledDataset(X, y.astype(np.int64)),
+                       data_kwargs={"in_features": X.shape[1],
+                                    "out_features": len(self.classes_)},
+                       routed={"hidden_sizes": self.hidden_sizes},
+                       params={"criterion": torch.nn.CrossEntropyLoss})
+        self.net_ = fit_net(spec, Training(max_epochs=self.max_epochs,
+                                           batch_size=self.batch_size, lr=self.lr,
+                                           device=self.device), seed)
         if self.net_.interrupted_:  # passed on, as scikit-learn's models do
             raise KeyboardInterrupt
 
     def _predict_proba(self, X):
-        return self.net_.predict_proba(X).astype(np.float64)
+        return softmax(predict_rows(self.net_.module_, X), axis=1)
 
 
 class _FusedClassifier(AdaptedClassifier):
@@ -173,8 +172,13 @@ class WeightedFusionClassifier(_FusedClassifier):
         self.estimators = estimators
         self.prior_strength = prior_strength
 
+    _parameter_constraints = {
+        "estimators": [list],
+        "prior_strength": [Interval(Real, 0, None, closed="left")],
+    }
+
     def _combine(self, X, y):
-        _check_prior_strength(self.prior_strength)
+        self._validate_params()
         self._check_known_classes()
         probas = self._task_probas(X)
         knows_some = np.array([np.isin(self.classes_, model.classes_).any()
@@ -215,12 +219,6 @@ class WeightedFusionClassifier(_FusedClassifier):
         total = out.sum(2, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, out / total, 0.0)
-
-
-def _check_prior_strength(value):
-    if not (isinstance(value, numbers.Real) and value >= 0):
-        raise ValueError(f"prior_strength must be a non-negative number, got "
-                         f"{value!r}.")
 
 
 def _simplex_weights(true_class, mass, prior_strength):
@@ -318,7 +316,7 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
     """Model fusion: a model per training task and a global model, combined
     for each new task from its support set.
 
-    ``fit`` trains a clone of ``base_estimator`` on each training task's
+    ``fit`` trains a clone of ``estimator`` on each training task's
     labelled examples (support and query sets: the task executors, run in
     parallel by joblib) and, if ``global_model``, one more on all the
     training tasks' data pooled. ``adapt`` learns from a new task's support
@@ -347,12 +345,12 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    base_estimator : classifier or None, default=None
+    estimator : classifier or None, default=None
         Cloned for each model; any scikit-learn classifier with
         ``predict_proba``. None means :class:`TorchMLPClassifier` (a small
         torch MLP managed by skorch; give
         ``TorchMLPClassifier(device="cuda")`` to train on a GPU). Its
-        parameters are reachable as ``base_estimator__<name>``.
+        parameters are reachable as ``estimator__<name>``.
     fusion : {"weighted", "stacking"}, default="weighted"
         How ``adapt`` combines the models.
     global_model : bool, default=True
@@ -369,6 +367,8 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         Models trained in parallel by :class:`joblib.Parallel`; None uses
         the active ``joblib.parallel_backend`` context (one job outside any),
         so a Dask or Ray backend runs the task executors unchanged.
+    verbose : int, default=0
+        If positive, print a line as each model is fitted.
     random_state : int, RandomState instance or None, default=None
         Seeds the clustering and each model's ``random_state`` parameters.
 
@@ -402,42 +402,52 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
     [0.09, 0.04, 0.54, 0.04, 0.29]
     """
 
-    def __init__(self, base_estimator=None, fusion="weighted", *, global_model=True,
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit", "predict_proba"]), None],
+        "fusion": [StrOptions({"weighted", "stacking"})],
+        "global_model": ["boolean"],
+        "max_local_models": [Interval(Integral, 1, None, closed="left"), None],
+        "prior_strength": [Interval(Real, 0, None, closed="left")],
+        "combiner": [HasMethods(["fit", "predict_proba"]), None],
+        "n_jobs": N_JOBS_CONSTRAINT,
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, estimator=None, fusion="weighted", *, global_model=True,
                  max_local_models=None, prior_strength=1.0, combiner=None,
-                 n_jobs=None, random_state=None):
-        self.base_estimator = base_estimator
+                 n_jobs=None, verbose=0, random_state=None):
+        self.estimator = estimator
         self.fusion = fusion
         self.global_model = global_model
         self.max_local_models = max_local_models
         self.prior_strength = prior_strength
         self.combiner = combiner
         self.n_jobs = n_jobs
+        self.verbose = verbose
         self.random_state = random_state
 
     def _fit(self, tasks):
-        self._check_params()
         rng = check_random_state(self.random_state)
-        self.task_groups_ = self._group_tasks(tasks, rng)
-        singletons = len(self.task_groups_) == len(tasks)
+        groups = self._group_tasks(tasks, rng)
+        singletons = len(groups) == len(tasks)
         names = [f"task {g[0]}" if singletons else f"cluster {k}"
-                 for k, g in enumerate(self.task_groups_)]
-        data = [pool_tasks([tasks[i] for i in g]) for g in self.task_groups_]
+                 for k, g in enumerate(groups)]
+        data = [pool_tasks([tasks[i] for i in g]) for g in groups]
         if self.global_model:
             names.insert(0, "global")
             data.insert(0, pool_tasks(tasks))
-        base = TorchMLPClassifier() if self.base_estimator is None else (
-            self.base_estimator)
+        base = TorchMLPClassifier() if self.estimator is None else self.estimator
         seeds = rng.randint(2**31, size=len(data))
         models = _collect_until_interrupted(Parallel(
             n_jobs=self.n_jobs, return_as="generator")(
             delayed(_fit_seeded)(clone(base), X, y, seed)
-            for (X, y), seed in zip(data, seeds, strict=True)), len(data))
+            for (X, y), seed in zip(data, seeds, strict=True)), names, self.verbose)
         # Fewer models than names after an interrupt: keep the fitted ones.
-        self.estimators_ = list(zip(names, models, strict=False))
-        del self.task_groups_[len(models) - bool(self.global_model):]
+        return {"estimators_": list(zip(names, models, strict=False)),
+                "task_groups_": groups[:len(models) - bool(self.global_model)]}
 
     def _adapt(self, X_support, y_support):
-        self._check_params()  # they may have been set after fit
         estimators = [(name, FrozenEstimator(model))
                       for name, model in self.estimators_]
         if self.fusion == "weighted":
@@ -445,17 +455,6 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         else:
             fused = StackedFusionClassifier(estimators, self.combiner)
         return fused.fit(X_support, y_support)
-
-    def _check_params(self):
-        if self.fusion not in ("weighted", "stacking"):
-            raise ValueError(f"fusion must be 'weighted' or 'stacking', got "
-                             f"{self.fusion!r}.")
-        _check_prior_strength(self.prior_strength)
-        limit = self.max_local_models
-        if limit is not None and not (isinstance(limit, numbers.Integral)
-                                      and limit >= 1):
-            raise ValueError(f"max_local_models must be a positive int or None, "
-                             f"got {limit!r}.")
 
     def _group_tasks(self, tasks, rng):
         """Task indices per local model: one task each, or k-means clusters
@@ -473,18 +472,22 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         return [np.flatnonzero(labels == k) for k in np.unique(labels)]
 
 
-def _collect_until_interrupted(models, n_models):
-    """The fitted ``models`` as they come; after a KeyboardInterrupt, the
-    ones fitted so far, with a warning (the interrupt itself if none)."""
+def _collect_until_interrupted(models, names, verbose):
+    """The fitted ``models`` as they come (a line each when ``verbose``);
+    after a KeyboardInterrupt, the ones fitted so far, with a warning (the
+    interrupt itself if none)."""
     fitted = []
     try:
         for model in models:
             fitted.append(model)
+            if verbose:
+                print(f"fitted model {len(fitted)} of {len(names)} "
+                      f"({names[len(fitted) - 1]})", flush=True)
     except KeyboardInterrupt:
         if not fitted:
             raise
         warnings.warn(f"Fitting was interrupted; fusing the {len(fitted)} of "
-                      f"{n_models} models fitted so far.", stacklevel=4)
+                      f"{len(names)} models fitted so far.", stacklevel=4)
     return fitted
 
 

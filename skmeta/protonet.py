@@ -1,15 +1,15 @@
 """Prototypical networks (Snell et al., 2017): classify by the nearest class
 mean in a meta-learned embedding."""
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from scipy.special import softmax
 
-from ._episodic import EpisodicLearner, EpisodicNet
-from .base import AdaptedClassifier, MetaClassifierMixin
-from .tasks._task import encode_labels
+from ._learner import SHARED_CONSTRAINTS, SHARED_PARAMS, TorchLearner
+from ._nets import NetSpec, SkmetaNet, TaskDataset, frozen_copy
+from ._prototypes import PrototypeBatch, mean_over_rows, prototype_logits
+from .base import N_JOBS_CONSTRAINT, AdaptedClassifier, MetaClassifierMixin
+from .nn import MLP
 
 
 class PrototypeClassifier(AdaptedClassifier):
@@ -68,71 +68,29 @@ class PrototypeClassifier(AdaptedClassifier):
         return softmax(-distances, axis=1)
 
 
-@dataclass
-class PrototypeBatch:
-    """A meta-batch of tasks for prototypical training: all tasks' rows
-    stacked, labels offset so that each task's classes get their own ids."""
-
-    X_support: torch.Tensor
-    y_support: torch.Tensor
-    X_query: torch.Tensor
-    y_query: torch.Tensor
-    class_task: torch.Tensor
-    query_task: torch.Tensor
-
-    def __len__(self):
-        return int(self.class_task.max()) + 1
-
-    @classmethod
-    def collate(cls, tasks):
-        """Stack a list of validated tasks, which may differ in their numbers
-        of classes and examples."""
-        ys, yq, class_task, query_task, offset = [], [], [], [], 0
-        for index, task in enumerate(tasks):
-            classes, y_support, y_query = encode_labels(task)
-            ys.append(y_support + offset)
-            yq.append(y_query + offset)
-            class_task.append(np.full(len(classes), index))
-            query_task.append(np.full(len(task.y_query), index))
-            offset += len(classes)
-        return cls(*(torch.as_tensor(np.concatenate(a)) for a in (
-            [t.X_support for t in tasks], ys, [t.X_query for t in tasks], yq,
-            class_task, query_task)))
-
-
-class ProtoNetCore(EpisodicNet):
+class ProtoNetNet(SkmetaNet):
     """skorch core of :class:`ProtoNetClassifier`: the module is the
     embedding; each task's query rows are classified by their squared
     distances to the task's class prototypes."""
 
-    def episode_loss(self, batch, training):
-        logits, y_query = self.prototype_logits(batch)
-        loss = self.get_loss(logits, y_query, training=training)
-        accuracy = (logits.argmax(1) == y_query).float().mean()
-        return loss, accuracy
+    def collate(self, tasks):
+        return PrototypeBatch.collate(tasks)
 
-    def prototype_logits(self, batch):
-        """Negative squared distances of every query row to its task's
-        prototypes (-inf for other tasks' classes), and the query labels,
-        both on the core's device."""
-        batch = PrototypeBatch(*(t.to(self.device) for t in vars(batch).values()))
-        n_support = len(batch.X_support)
-        embedded = self.infer(torch.cat([batch.X_support, batch.X_query]))
-        support, query = embedded[:n_support], embedded[n_support:]
-        n_classes = len(batch.class_task)
-        counts = torch.bincount(batch.y_support, minlength=n_classes)
-        prototypes = torch.zeros(n_classes, support.shape[1], device=support.device,
-                                 dtype=support.dtype).index_add_(0, batch.y_support,
-                                                                 support)
-        prototypes = prototypes / counts[:, None]
-        distances = (query.square().sum(1, keepdim=True) - 2 * query @ prototypes.T
-                     + prototypes.square().sum(1)).clamp_min(0)
-        other_task = batch.query_task[:, None] != batch.class_task[None, :]
-        return (-distances).masked_fill(other_task, -torch.inf), batch.y_query
+    def batch_loss(self, batch, training):
+        batch = batch.to(self.device)
+        logits = prototype_logits(self.infer, batch)
+        labels = batch.query_labels()
+        losses = [self.get_loss(z, y, training=training)
+                  for z, y in zip(logits, labels, strict=True)]
+        correct = sum(int((z.argmax(1) == y).sum())
+                      for z, y in zip(logits, labels, strict=True))
+        return (mean_over_rows(losses, batch.query_sizes),
+                correct / sum(batch.query_sizes))
 
 
-class ProtoNetClassifier(MetaClassifierMixin, EpisodicLearner):
-    """Prototypical networks: a meta-learned embedding plus nearest class mean.
+class ProtoNetClassifier(MetaClassifierMixin, TorchLearner):
+    __doc__ = """Prototypical networks: a meta-learned embedding plus nearest class
+    mean.
 
     Meta-training learns an embedding in which each query example is closest
     to the mean embedding (prototype) of its class's support examples
@@ -147,36 +105,18 @@ class ProtoNetClassifier(MetaClassifierMixin, EpisodicLearner):
         ``in_features`` is set from the data. Configure a class with
         ``module__<name>`` parameters, e.g. ``module=ConvNet,
         module__input_shape=(1, 8, 8)``.
-    max_epochs : int, default=10
-        Passes over the training task collection.
-    meta_batch_size : int, default=8
-        Tasks per meta-update.
-    meta_lr : float, default=1e-3
-        Adam's learning rate.
-    validation_fraction : float or None, default=None
-        Fraction of the training tasks held out to report ``valid_loss`` and
-        ``valid_acc`` each epoch (use with
-        :class:`skorch.callbacks.EarlyStopping`).
-    device : str, default="cpu"
-        Torch device for meta-training ("cuda" for a GPU).
-    callbacks : list of skorch callbacks or None, default=None
-        E.g. early stopping, checkpoints, learning-rate schedules.
     n_jobs : int or None, default=None
         Parallel jobs for the per-task work of ``predict`` and ``score``
         (adapting and evaluating each task), through joblib: None means 1
         unless a ``joblib.parallel_backend`` context (e.g. Dask, Ray) says
         otherwise.
-    verbose : int, default=0
-        If positive, print an epoch log and a progress bar.
-    random_state : int, RandomState instance or None, default=None
-        Seeds weight initialisation, task order and task splits.
-    **kwargs
-        ``module__<name>`` parameters, passed to the module's constructor.
-
+""" + SHARED_PARAMS.format(max_epochs=10, meta_batch_size=8, meta_lr=1e-3) + """
     Attributes
     ----------
     net_ : skorch.NeuralNet
         The meta-trained torch core; ``net_.module_`` is the embedding.
+    embedding_ : torch.nn.Module
+        CPU copy of the meta-learned embedding, used by ``adapt``.
     history_ : skorch.History
         Losses and accuracies per epoch.
     n_features_in_ : int
@@ -197,17 +137,17 @@ class ProtoNetClassifier(MetaClassifierMixin, EpisodicLearner):
     (25,)
     """
 
-    _core = ProtoNetCore
-    _collate = staticmethod(PrototypeBatch.collate)
+    _parameter_constraints = {**SHARED_CONSTRAINTS, "n_jobs": N_JOBS_CONSTRAINT}
 
     def __init__(self, module=None, *, max_epochs=10, meta_batch_size=8,
-                 meta_lr=1e-3, validation_fraction=None, device="cpu",
+                 meta_lr=1e-3, shuffle=True, validation_fraction=None, device="cpu",
                  callbacks=None, n_jobs=None, verbose=0, random_state=None,
                  **kwargs):
         self.module = module
         self.max_epochs = max_epochs
         self.meta_batch_size = meta_batch_size
         self.meta_lr = meta_lr
+        self.shuffle = shuffle
         self.validation_fraction = validation_fraction
         self.device = device
         self.callbacks = callbacks
@@ -216,9 +156,15 @@ class ProtoNetClassifier(MetaClassifierMixin, EpisodicLearner):
         self.random_state = random_state
         self._store_routed(kwargs)
 
-    def _fit(self, tasks):
-        super()._fit(tasks)
-        self.embedding_ = self._frozen_module()
+    def _net_spec(self, tasks):
+        return NetSpec(ProtoNetNet, MLP if self.module is None else self.module,
+                       TaskDataset(tasks),
+                       data_kwargs={"in_features": tasks[0].X_support.shape[1]},
+                       routed=self._routed_params("module__", strip=True),
+                       params={"criterion": torch.nn.CrossEntropyLoss})
+
+    def _fitted_state(self, net, tasks):
+        return {"embedding_": frozen_copy(net.module_)}
 
     def _adapt(self, X_support, y_support):
         return PrototypeClassifier(embedding=self.embedding_).fit(X_support, y_support)

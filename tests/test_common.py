@@ -1,12 +1,22 @@
-"""The reliability battery, run against every learner in LEARNERS.
+"""The common battery: every public estimator of skmeta, found by crawling
+the package, is covered here.
 
-A learner added to skmeta is covered by adding one entry to LEARNERS: a
-factory for a small, fast configuration, whether its torch core trains
-through skorch (for the checkpoint and NaN tests) and whether its nets take
-skorch callbacks (for the interrupt test).
+- Meta-learners: one entry in LEARNERS (a factory for a small, fast
+  configuration and what the battery needs to know about it) runs the
+  scikit-learn contract, the bad-input, fault, interrupt and persistence
+  tests below.
+- Estimators that ``adapt`` returns (and the other plain estimators): one
+  entry in ADAPTED runs scikit-learn's ``parametrize_with_checks``, with the
+  expected failures and their reasons in EXPECTED_FAILURES.
+
+A public estimator with no entry fails ``test_every_public_estimator_is_in_
+the_battery``.
 """
 
+import importlib
+import inspect
 import pickle
+import pkgutil
 import re
 from dataclasses import dataclass
 
@@ -17,29 +27,48 @@ import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from skorch import NeuralNet
 from skorch.callbacks import Callback, Checkpoint, LoadInitState
+from toy_models import EndFeatures, MeanLogits, ScaleShift
 
+import skmeta
 from skmeta import (
     MAMLClassifier,
     MAMLRegressor,
+    MetaBayesianRidge,
     MetaDistiller,
     MetaFusionClassifier,
     ProtoNetClassifier,
     Task,
 )
+from skmeta.base import MetaLearnerMixin
+from skmeta.bayes import BayesianLinearRegressor
 from skmeta.datasets import make_sinusoid_tasks
-from skmeta.fusion import TorchMLPClassifier
+from skmeta.distill import EmbeddingHeadClassifier, PooledEmbeddingClassifier
+from skmeta.distributed import fit_data_parallel
+from skmeta.fusion import (
+    StackedFusionClassifier,
+    TorchMLPClassifier,
+    WeightedFusionClassifier,
+)
+from skmeta.maml import MAMLAdaptedClassifier, MAMLAdaptedRegressor
+from skmeta.protonet import PrototypeClassifier
 from skmeta.tasks import EpisodeSampler
 
 
 @dataclass
 class Learner:
     make: callable  # random_state -> a small, fast, unfitted learner
-    skorch_core: bool = True
+    skorch_core: bool = True  # its torch core is ``net_``, trained by skorch
     callbacks: bool = True  # its nets take skorch callbacks
     diverging: dict = None  # parameters under which the meta-loss blows up
     regression: bool = False
+    resumable: bool = True  # one checkpoint resumes its training
+    same_in_parallel: bool = True  # data-parallel training = single-process
 
 
 LEARNERS = {
@@ -62,14 +91,118 @@ LEARNERS = {
             TorchMLPClassifier(hidden_sizes=(16,), max_epochs=5), "stacking",
             max_local_models=4, random_state=seed),
         skorch_core=False, callbacks=False,
-        diverging={"base_estimator__lr": 1e30}),
+        diverging={"estimator__lr": 1e30}),
     "MetaDistiller": Learner(
         lambda seed=0: MetaDistiller(teacher__hidden_sizes=(32,),
                                      student__hidden_sizes=(16,), max_epochs=2,
                                      random_state=seed),
-        skorch_core=False, diverging={"meta_lr": 1e30}),
+        # its callbacks reach the teacher's training and the student's, so one
+        # checkpoint callback would write both nets' states to the same files
+        diverging={"meta_lr": 1e30}, resumable=False),
+    "MetaBayesianRidge": Learner(
+        lambda seed=0: MetaBayesianRidge(module__hidden_sizes=(16,), max_epochs=2,
+                                         random_state=seed),
+        # each process draws the support sizes of its own share of a batch
+        diverging={"meta_lr": 1e30}, regression=True, same_in_parallel=False),
+    "PooledEmbeddingClassifier": Learner(
+        lambda seed=0: PooledEmbeddingClassifier(module__hidden_sizes=(32,),
+                                                 max_epochs=2, random_state=seed),
+        diverging={"lr": 1e30}),
 }
 NAMES = sorted(LEARNERS)
+
+_MODULE_HASH = (
+    "joblib.hash of a torch module changes under deepcopy, as torch pickles "
+    "storage identity; the learners' tests check the module's weights instead")
+_WEAK_MODULE = (
+    "the checks vary the number of features, so the module must accept any; "
+    "such a module (MeanLogits sees only the mean feature) cannot fit the "
+    "checks' data to their score thresholds; adaptation quality is tested on "
+    "real tasks")
+_FIXED_MODELS = (
+    "fuses prefitted models (here one that knows classes 0, 1, 2 and reads two "
+    "features), so it cannot predict other labels nor fit the checks' data to "
+    "their score thresholds; its behaviour is tested in test_fusion.py")
+
+ADAPTED = [
+    PrototypeClassifier(),
+    PrototypeClassifier(ScaleShift()),
+    MAMLAdaptedClassifier(MeanLogits(50), inner_lr=1.0, inner_steps=5),
+    MAMLAdaptedRegressor(MeanLogits(1), inner_lr=0.1, inner_steps=5),
+    EmbeddingHeadClassifier(),
+    EmbeddingHeadClassifier(ScaleShift()),
+    StackedFusionClassifier([("ends", FrozenEstimator(EndFeatures().fit()))]),
+    WeightedFusionClassifier([("ends", FrozenEstimator(
+        EndFeatures(classes=(0, 1, 2)).fit()))]),
+    TorchMLPClassifier(max_epochs=5, random_state=0),
+    BayesianLinearRegressor(),
+    BayesianLinearRegressor(MeanLogits(2)),
+]
+
+EXPECTED_FAILURES = {
+    ("PrototypeClassifier", True): {"check_estimators_overwrite_params": _MODULE_HASH},
+    ("EmbeddingHeadClassifier", True): {
+        "check_estimators_overwrite_params": _MODULE_HASH},
+    ("MAMLAdaptedClassifier", True): {
+        "check_estimators_overwrite_params": _MODULE_HASH,
+        "check_classifiers_train": _WEAK_MODULE},
+    ("BayesianLinearRegressor", True): {
+        "check_estimators_overwrite_params": _MODULE_HASH},
+    ("MAMLAdaptedRegressor", True): {
+        "check_estimators_overwrite_params": _MODULE_HASH,
+        "check_regressors_train": _WEAK_MODULE},
+}
+# Estimators that are not checked by parametrize_with_checks, and why.
+NOT_ARRAY_ESTIMATORS = {
+    "TaskWise": "transforms task lists, not arrays; tested in test_pipeline.py",
+}
+
+
+def expected_failures(estimator):
+    module = next((getattr(estimator, name) for name in ("embedding", "module",
+                                                         "features")
+                   if getattr(estimator, name, None) is not None), None)
+    key = (type(estimator).__name__, module is not None)
+    failures = dict(EXPECTED_FAILURES.get(key, {}))
+    if isinstance(estimator, WeightedFusionClassifier):
+        failures.update(dict.fromkeys(
+            ["check_classifiers_classes", "check_dtype_object",
+             "check_classifiers_train"], _FIXED_MODELS))
+    return failures
+
+
+def public_estimators():
+    """Every estimator class of skmeta's public API: those a public module
+    exports (``__all__``) or defines, less the torch cores (skorch nets,
+    tested through their learners) and the base classes of skmeta.base."""
+    found = {}
+    for info in pkgutil.walk_packages(skmeta.__path__, "skmeta."):
+        if any(part.startswith("_") for part in info.name.split(".")):
+            continue
+        module = importlib.import_module(info.name)
+        exported = getattr(module, "__all__", [])
+        for name, obj in vars(module).items():
+            if (inspect.isclass(obj) and issubclass(obj, BaseEstimator)
+                    and not issubclass(obj, NeuralNet) and not name.startswith("_")
+                    and obj.__module__ not in ("skmeta.base", "skmeta._learner")
+                    and (name in exported or obj.__module__ == info.name)):
+                found[name] = obj
+    return found
+
+
+def test_every_public_estimator_is_in_the_battery():
+    covered = ({type(e).__name__ for e in ADAPTED} | set(LEARNERS)
+               | set(NOT_ARRAY_ESTIMATORS))
+    found = public_estimators()
+    missing = sorted(set(found) - covered)
+    assert not missing, f"public estimators with no entry in the battery: {missing}"
+    assert {n for n, c in found.items() if issubclass(c, MetaLearnerMixin)} == set(
+        LEARNERS)
+
+
+@parametrize_with_checks(ADAPTED, expected_failed_checks=expected_failures)
+def test_adapted_estimators_pass_sklearn_checks(estimator, check):
+    check(estimator)
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +302,38 @@ def test_fit_leaves_callers_arrays_alone(name, tasks):
     for task, saved in zip(copies, before, strict=True):
         for array, original in zip(vars(task).values(), saved, strict=True):
             np.testing.assert_array_equal(array, original)
+
+
+# --- parameters: declared once, checked when fit starts ----------------------
+
+BAD_PARAMS = [
+    ("max_epochs", 0), ("max_epochs", "2"), ("meta_lr", -1), ("meta_lr", 0),
+    ("meta_batch_size", "8"), ("meta_batch_size", 0), ("batch_size", "64"),
+    ("lr", -1.0), ("verbose", "yes"), ("validation_fraction", 0),
+    ("validation_fraction", 1.5), ("shuffle", "no"), ("temperature", "4"),
+    ("alpha", 2.0), ("n_jobs", 0), ("algorithm", "mamal"), ("inner_lr", -1.0),
+    ("inner_steps", 0), ("chunk_size", "big"), ("fusion", "mean"),
+    ("prior_strength", -1.0), ("max_local_models", 0), ("device", 3),
+    ("callbacks", "ProgressBar"), ("module", "MLP"), ("random_state", "seed"),
+]
+PARAM_CASES = [(name, param, value) for name in NAMES for param, value in BAD_PARAMS
+               if param in LEARNERS[name].make().get_params(deep=False)]
+
+
+@pytest.mark.parametrize(("name", "param", "value"), PARAM_CASES,
+                         ids=[f"{n}-{p}={v!r}" for n, p, v in PARAM_CASES])
+def test_bad_parameter_is_named_when_fit_starts(name, param, value, tasks):
+    learner = LEARNERS[name].make().set_params(**{param: value})
+    with pytest.raises((ValueError, TypeError), match=re.escape(
+            f"The '{param}' parameter of {type(learner).__name__} must be")):
+        learner.fit(tasks)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_has_a_constraint(name):
+    learner = LEARNERS[name].make()
+    declared = {k for k in learner.get_params(deep=False) if "__" not in k}
+    assert declared <= set(type(learner)._parameter_constraints)
 
 
 # --- bad input: a clear error naming the task, never a silent result ---------
@@ -353,12 +518,52 @@ TORCH = [n for n in NAMES if LEARNERS[n].skorch_core]
 @pytest.mark.parametrize("name", NAMES)
 def test_nan_loss_stops_with_clear_error(name, tasks):
     learner = LEARNERS[name].make().set_params(**LEARNERS[name].diverging)
-    with pytest.raises(FloatingPointError, match=r"^The (meta-)?loss became "
-                       r"(nan|inf) in epoch \d+, (meta-)?batch \d+; training "
-                       r"stopped"):
+    with pytest.raises(FloatingPointError, match=r"^The loss became (nan|inf) in "
+                       r"epoch \d+, batch \d+; training stopped and the learner "
+                       r"is left as it was before fit"):
         learner.fit(tasks)
-    if LEARNERS[name].skorch_core:
-        assert all(torch.isfinite(w).all() for w in all_weights(learner))
+    with pytest.raises(NotFittedError):
+        learner.adapt(tasks[0].X_support, tasks[0].y_support)
+
+
+class FailAt(Callback):
+    def on_batch_end(self, net, **kwargs):
+        raise RuntimeError("a user callback failed")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_failed_refit_leaves_the_fitted_learner_as_it_was(name, fitted, tasks,
+                                                          new_tasks):
+    """Neither a diverging loss, a raising callback nor tasks of another width
+    change a fitted learner whose refit fails."""
+    learner = fitted[name]  # left as it was, or the test fails
+    task = new_tasks[0]
+    before = outputs(learner.adapt(task.X_support, task.y_support), task.X_query)
+    state = set(vars(learner))
+    wider = [Task(*(np.hstack([t.X_support, t.X_support]), t.y_support,
+                    np.hstack([t.X_query, t.X_query]), t.y_query)) for t in tasks]
+    failures = [(LEARNERS[name].diverging, tasks, FloatingPointError)]
+    if LEARNERS[name].callbacks:
+        failures.append(({"callbacks": [FailAt()]}, wider, RuntimeError))
+    for params, data, error in failures:
+        saved = learner.get_params()
+        with pytest.raises(error):
+            learner.set_params(**params).fit(data)
+        learner.set_params(**{k: saved[k] for k in params})
+        assert set(vars(learner)) == state
+        np.testing.assert_array_equal(
+            outputs(learner.adapt(task.X_support, task.y_support), task.X_query),
+            before)
+
+
+def test_unfitted_learner_says_not_fitted():
+    for name in NAMES:
+        learner = LEARNERS[name].make()
+        with pytest.raises(NotFittedError):
+            learner.adapt(X, Y)
+        for method in (learner.predict, learner.score):
+            with pytest.raises(NotFittedError):
+                method([good()])
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if LEARNERS[n].callbacks])
@@ -372,7 +577,7 @@ def test_keyboard_interrupt_keeps_a_usable_model(name, tasks, new_tasks):
     assert usable_score(name, learner.score(new_tasks[:5]))
 
 
-@pytest.mark.parametrize("name", TORCH)
+@pytest.mark.parametrize("name", [n for n in TORCH if LEARNERS[n].resumable])
 def test_resumed_run_equals_uninterrupted_run(name, tasks, tmp_path):
     whole = LEARNERS[name].make().set_params(max_epochs=4).fit(tasks)
     checkpoint = Checkpoint(dirname=str(tmp_path), monitor=None)
@@ -384,6 +589,25 @@ def test_resumed_run_equals_uninterrupted_run(name, tasks, tmp_path):
     assert len(resumed.history_) == 4
     for a, b in zip(all_weights(whole), all_weights(resumed), strict=True):
         assert torch.equal(a, b)
+
+
+# --- data-parallel training ----------------------------------------------------
+
+@pytest.mark.parametrize("name", TORCH)
+def test_data_parallel_training_matches_single_process(name, tasks):
+    """Two gloo processes share every batch (meta-batches of tasks, or
+    batches of pooled examples) and end where one process does (or, for a
+    learner that draws random numbers per share, train as far)."""
+    learner = LEARNERS[name].make()
+    single = clone(learner).fit(tasks)
+    parallel = fit_data_parallel(learner, tasks, n_processes=2)
+    losses = [model.history_[:, "batches", :, "train_loss"]
+              for model in (parallel, single)]
+    if LEARNERS[name].same_in_parallel:
+        np.testing.assert_allclose(*losses, rtol=1e-4)
+    else:
+        assert np.isfinite(losses[0]).all()
+        assert np.mean(losses[0][-1]) < np.mean(losses[1][0])
 
 
 # --- persistence -------------------------------------------------------------

@@ -11,15 +11,10 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
-from sklearn.utils.estimator_checks import check_estimator
 
 from skmeta import MetaFusionClassifier, Task
-from skmeta.fusion import (
-    StackedFusionClassifier,
-    TorchMLPClassifier,
-    WeightedFusionClassifier,
-    _TorchMLPNet,
-)
+from skmeta._pooled import PooledNet
+from skmeta.fusion import TorchMLPClassifier, WeightedFusionClassifier
 
 
 def rule_task(direction, n, rng, labels=(0, 1)):
@@ -228,9 +223,9 @@ def test_grid_search_over_task_lists(rule_tasks):
     train, _ = rule_tasks
     tasks = train * 2
     grid = GridSearchCV(MetaFusionClassifier(LogisticRegression(), random_state=0),
-                        {"base_estimator__C": [1e-4, 1.0],
+                        {"estimator__C": [1e-4, 1.0],
                          "fusion": ["weighted", "stacking"]}, cv=3).fit(tasks)
-    assert grid.best_params_["base_estimator__C"] == 1.0
+    assert grid.best_params_["estimator__C"] == 1.0
     assert grid.best_score_ > 0.85
     assert len(grid.best_estimator_.estimators_) == len(tasks) + 1
 
@@ -276,42 +271,13 @@ def test_inconsistent_feature_counts_and_bad_params_raise_clear_errors(
         MetaFusionClassifier(LogisticRegression()).fit(train).adapt(
             narrow.X_support, narrow.y_support)
     with pytest.raises(ValueError, match=re.escape(
-            "fusion must be 'weighted' or 'stacking', got 'mean'.")):
+            "The 'fusion' parameter of MetaFusionClassifier must be a str among")):
         MetaFusionClassifier(fusion="mean").fit(train)
     with pytest.raises(ValueError, match=re.escape(
-            "max_local_models must be a positive int or None, got 0.")):
-        MetaFusionClassifier(max_local_models=0).fit(train)
-    with pytest.raises(ValueError, match=re.escape(
-            "prior_strength must be a non-negative number, got -1.")):
-        MetaFusionClassifier(LogisticRegression(), prior_strength=-1).fit(train)
-    with pytest.raises(ValueError, match=re.escape(
-            "prior_strength must be a non-negative number, got 'high'.")):
+            "The 'prior_strength' parameter of WeightedFusionClassifier must be a "
+            "float in the range [0.0, inf). Got 'high' instead.")):
         WeightedFusionClassifier(rule_fusion.estimators_, "high").fit(
             new.X_support, new.y_support)
-
-
-class EndFeatures(ClassifierMixin, BaseEstimator):
-    """A prefitted classifier of any number of features: the softmax of each
-    row's first and last feature and 0, so its log-probabilities hold those
-    features (up to a shift per row)."""
-
-    def fit(self, X=None, y=None):
-        self.classes_ = np.array(["first", "last", "zero"])
-        return self
-
-    def predict_proba(self, X):
-        X = np.asarray(X, dtype=float)
-        scores = np.stack([X[:, 0], X[:, -1], np.zeros(len(X))], axis=1)
-        return np.exp(scores - np.logaddexp.reduce(scores, axis=1, keepdims=True))
-
-
-def test_fused_classifiers_pass_sklearn_estimator_checks():
-    """Feature-count-agnostic models, as the checks vary the number of
-    features; the weighted fusion cannot predict the checks' arbitrary labels,
-    so its own behaviour is covered by the tests above."""
-    check_estimator(StackedFusionClassifier([("ends", FrozenEstimator(
-        EndFeatures().fit()))]))
-    check_estimator(TorchMLPClassifier(max_epochs=5, random_state=0))
 
 
 class InterruptedFromFit(ClassifierMixin, BaseEstimator):
@@ -359,7 +325,7 @@ def test_default_base_model_passes_an_interrupt_on(rule_tasks, monkeypatch):
     """skorch would end one model's training early and go on with the next;
     the interrupt stops the whole fit instead."""
     steps = itertools.count()
-    train_step = _TorchMLPNet.train_step
+    train_step = PooledNet.train_step
 
     def interrupted_at_step_18(net, batch, **kwargs):
         # The global model takes 2 epochs x 8 batches of 64 of the 480 pooled
@@ -368,7 +334,7 @@ def test_default_base_model_passes_an_interrupt_on(rule_tasks, monkeypatch):
             raise KeyboardInterrupt
         return train_step(net, batch, **kwargs)
 
-    monkeypatch.setattr(_TorchMLPNet, "train_step", interrupted_at_step_18)
+    monkeypatch.setattr(PooledNet, "train_step", interrupted_at_step_18)
     model = MetaFusionClassifier(TorchMLPClassifier(max_epochs=2), random_state=0)
     with pytest.warns(UserWarning, match="fusing the 1 of 7 models"):
         model.fit(rule_tasks[0])

@@ -2,9 +2,10 @@
 :class:`MetaDistiller`, which distils a large meta-learner into a small
 student network."""
 
-from ._loss import soft_target_loss
+from .._heads import EmbeddingHeadClassifier
+from ._loss import SoftTargetLoss, soft_target_loss
 from .meta_distiller import MetaDistiller
-from .pooled import EmbeddingHeadClassifier, PooledEmbeddingClassifier
+from .pooled import PooledEmbeddingClassifier
 
 __all__ = ["EmbeddingHeadClassifier", "MetaDistiller", "PooledEmbeddingClassifier",
-           "soft_target_loss"]
+           "SoftTargetLoss", "soft_target_loss"]

@@ -73,14 +73,3 @@ class SoftTargetLoss(torch.nn.Module):
     def forward(self, student_logits, target, teacher_logits=None):
         return soft_target_loss(student_logits, target, teacher_logits,
                                 temperature=self.temperature, alpha=self.alpha)
-
-
-class SoftTargetLossMixin:
-    """skorch ``get_loss`` for targets that are ``(labels, teacher_logits)``
-    pairs as well as plain labels."""
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        if isinstance(y_true, (tuple, list)):
-            labels, teacher_logits = (t.to(self.device) for t in y_true)
-            return self.criterion_(y_pred, labels, teacher_logits)
-        return super().get_loss(y_pred, y_true, X=X, training=training)

@@ -18,8 +18,8 @@ import torch
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from .._episodic import EpisodicNet
-from ..tasks._task import encode_labels
+from .._nets import SkmetaNet
+from ..tasks import encode_labels
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile")
 
@@ -67,14 +67,6 @@ class MAMLBatch:
 
     def __len__(self):
         return sum(len(group) for group in self.groups)
-
-    @classmethod
-    def collate_classification(cls, tasks):
-        return cls(group_tasks(tasks, classification=True))
-
-    @classmethod
-    def collate_regression(cls, tasks):
-        return cls(group_tasks(tasks, classification=False))
 
 
 def group_tasks(tasks, classification):
@@ -226,15 +218,16 @@ class InnerRates(torch.nn.Module):
         return dict(zip(self.names, self.rates, strict=True))
 
 
-class MAMLCore(EpisodicNet):
+class MAMLNet(SkmetaNet):
     """skorch core of the MAML family: meta-trains the module's initial
     weights (and Meta-SGD's rates) on meta-batches of tasks.
 
-    Parameters beyond skorch's ``NeuralNet``: ``algorithm``, ``inner_lr``,
-    ``inner_steps``, ``chunk_size`` ("auto" or tasks per chunk) and
-    ``classification``.
+    Parameters beyond :class:`~skmeta._nets.SkmetaNet`'s: ``algorithm``,
+    ``inner_lr``, ``inner_steps``, ``chunk_size`` ("auto" or tasks per chunk)
+    and ``classification``.
     """
 
+    backward_in_loss = True  # batch_loss accumulates the meta-gradient by chunk
     grad_at_eval = True
 
     def __init__(self, *args, algorithm="maml", inner_lr=0.1, inner_steps=1,
@@ -260,13 +253,10 @@ class MAMLCore(EpisodicNet):
         return FunctionalLearner(self.module_, rates, self.adapted_,
                                  self.classification)
 
-    def train_step_single(self, batch, **fit_params):
-        # episode_loss accumulates the meta-gradient chunk by chunk itself
-        self._set_training(True)
-        loss = self._episode_step(batch, "train")
-        return {"loss": self._synchronise(loss, len(batch)), "y_pred": None}
+    def collate(self, tasks):
+        return MAMLBatch(group_tasks(tasks, self.classification))
 
-    def episode_loss(self, batch, training):
+    def batch_loss(self, batch, training):
         learner, n_tasks = self.functional_learner(), len(batch)
         loss, correct, n_rows = 0.0, 0, 0
         for group in batch.groups:

@@ -1,28 +1,22 @@
 """MAMLClassifier and MAMLRegressor, and the per-task estimators their
 ``adapt`` returns."""
 
-import numbers
+from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, r2_score
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._episodic import EpisodicLearner
+from .._learner import SHARED_CONSTRAINTS, SHARED_PARAMS, TorchLearner
+from .._nets import NetSpec, TaskDataset, frozen_copy
 from ..base import (
     AdaptedClassifier,
     AdaptedRegressor,
     MetaClassifierMixin,
     MetaRegressorMixin,
 )
-from ._core import (
-    ALGORITHMS,
-    FunctionalLearner,
-    MAMLBatch,
-    MAMLCore,
-    chunk_size,
-    group_tasks,
-)
+from ..nn import MLP
+from ._core import ALGORITHMS, FunctionalLearner, MAMLNet, chunk_size, group_tasks
 
 
 class _AdaptedMAML:
@@ -154,14 +148,22 @@ class MAMLAdaptedRegressor(_AdaptedMAML, AdaptedRegressor):
         return self._outputs(X).reshape(len(X)).double().numpy()
 
 
-class _MAMLLearner(EpisodicLearner):
+class _MAMLLearner(TorchLearner):
     """What MAMLClassifier and MAMLRegressor share."""
 
-    _core = MAMLCore
+    _parameter_constraints = {
+        **SHARED_CONSTRAINTS,
+        "algorithm": [StrOptions(set(ALGORITHMS))],
+        "inner_lr": [Interval(Real, 0, None, closed="neither")],
+        "inner_steps": [Interval(Integral, 1, None, closed="left")],
+        "test_inner_steps": [Interval(Integral, 1, None, closed="left"), None],
+        "chunk_size": [StrOptions({"auto"}), Interval(Integral, 1, None,
+                                                      closed="left")],
+    }
 
     def __init__(self, module=None, *, algorithm="maml", inner_lr=0.1,
                  inner_steps=1, test_inner_steps=None, max_epochs=10,
-                 meta_batch_size=16, meta_lr=1e-3, chunk_size="auto",
+                 meta_batch_size=16, meta_lr=1e-3, chunk_size="auto", shuffle=True,
                  validation_fraction=None, device="cpu", callbacks=None,
                  verbose=0, random_state=None, **kwargs):
         self.module = module
@@ -173,6 +175,7 @@ class _MAMLLearner(EpisodicLearner):
         self.meta_batch_size = meta_batch_size
         self.meta_lr = meta_lr
         self.chunk_size = chunk_size
+        self.shuffle = shuffle
         self.validation_fraction = validation_fraction
         self.device = device
         self.callbacks = callbacks
@@ -184,48 +187,24 @@ class _MAMLLearner(EpisodicLearner):
     def _classification(self):
         return self._task_type == "classification"
 
-    def _fit(self, tasks):
-        self._check_params()
-        super()._fit(tasks)
-        self.module_ = self._frozen_module()
-        self.adapted_ = self.net_.adapted_
-        rates = getattr(self.net_, "inner_rates_", None)
-        self.inner_lr_ = (self.inner_lr if rates is None else
-                          {name: rate.detach().cpu().clone()
-                           for name, rate in rates.as_dict().items()})
-
-    def _check_params(self):
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}; "
-                             f"got {self.algorithm!r}.")
-        for name in ("inner_steps", "test_inner_steps"):
-            value = getattr(self, name)
-            if not (value is None and name == "test_inner_steps") and not (
-                    isinstance(value, numbers.Integral) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-        if not (isinstance(self.inner_lr, numbers.Real) and self.inner_lr > 0):
-            raise ValueError(f"inner_lr must be a positive number; got "
-                             f"{self.inner_lr!r}.")
-        if self.chunk_size != "auto" and not (
-                isinstance(self.chunk_size, numbers.Integral) and self.chunk_size >= 1):
-            raise ValueError(f"chunk_size must be 'auto' or a positive integer; "
-                             f"got {self.chunk_size!r}.")
-
-    def _core_params(self, tasks, seed):
-        collate = (MAMLBatch.collate_classification if self._classification
-                   else MAMLBatch.collate_regression)
-        params = super()._core_params(tasks, seed)
-        params.update(algorithm=self.algorithm, inner_lr=self.inner_lr,
-                      inner_steps=self.inner_steps, chunk_size=self.chunk_size,
-                      classification=self._classification,
-                      iterator_train__collate_fn=collate,
-                      iterator_valid__collate_fn=collate)
-        return params
-
-    def _module_kwargs(self, tasks):
+    def _net_spec(self, tasks):
         n_outputs = (max(len(np.unique(t.y_support)) for t in tasks)
                      if self._classification else 1)
-        return {**super()._module_kwargs(tasks), "out_features": n_outputs}
+        return NetSpec(
+            MAMLNet, MLP if self.module is None else self.module, TaskDataset(tasks),
+            data_kwargs={"in_features": tasks[0].X_support.shape[1],
+                         "out_features": n_outputs},
+            routed=self._routed_params("module__", strip=True),
+            params=dict(algorithm=self.algorithm, inner_lr=self.inner_lr,
+                        inner_steps=self.inner_steps, chunk_size=self.chunk_size,
+                        classification=self._classification))
+
+    def _fitted_state(self, net, tasks):
+        rates = getattr(net, "inner_rates_", None)
+        return {"module_": frozen_copy(net.module_), "adapted_": net.adapted_,
+                "inner_lr_": self.inner_lr if rates is None else {
+                    name: rate.detach().cpu().clone()
+                    for name, rate in rates.as_dict().items()}}
 
     @property
     def _test_steps(self):
@@ -239,55 +218,9 @@ class _MAMLLearner(EpisodicLearner):
                        inner_steps=self._test_steps,
                        adapted=self.adapted_).fit(X_support, y_support)
 
-    def predict(self, tasks):
-        """Adapt on each task's support set and predict its query set.
-
-        The tasks are adapted together, batched as in meta-training; the
-        result equals ``adapt(X_support, y_support).predict(X_query)`` per
-        task.
-
-        Parameters
-        ----------
-        tasks : sequence of Task or tuple
-            Tasks with support sets and query features.
-
-        Returns
-        -------
-        list of ndarray
-            One array of query predictions per task, in the user's labels.
-        """
-        check_is_fitted(self)
-        return self._predict_tasks(self._check_tasks(tasks, require_y_query=False))
-
-    def score(self, tasks, y=None):
-        """Mean query score after adapting on each task's support set.
-
-        Accuracy for classifiers, R² for regressors, averaged over tasks;
-        the tasks are adapted together, batched.
-
-        Parameters
-        ----------
-        tasks : sequence of Task or tuple
-            Tasks with query labels.
-        y : None
-            Ignored; present for scikit-learn's API.
-
-        Returns
-        -------
-        score : float
-        """
-        check_is_fitted(self)
-        tasks = self._check_tasks(tasks)
-        metric = accuracy_score if self._classification else r2_score
-        return float(np.mean([metric(t.y_query, p) for t, p in
-                              zip(tasks, self._predict_tasks(tasks), strict=True)]))
-
     def _predict_tasks(self, tasks):
-        n_features = tasks[0].X_support.shape[1]
-        if n_features != self.n_features_in_:
-            raise ValueError(
-                f"Tasks have {n_features} features, but {type(self).__name__} "
-                f"was meta-trained on tasks with {self.n_features_in_}.")
+        """All tasks adapted together, batched as in meta-training; equal to
+        ``adapt(X_support, y_support).predict(X_query)`` per task."""
         learner = FunctionalLearner(self.module_, self.inner_lr_, self.adapted_,
                                     self._classification)
         predictions = [None] * len(tasks)
@@ -310,6 +243,8 @@ class _MAMLLearner(EpisodicLearner):
         logits = FunctionalLearner.logits(outputs, chunk.n_way)
         return chunk.classes[i][logits.argmax(-1).numpy()]
 
+
+_SHARED = SHARED_PARAMS.format(max_epochs=10, meta_batch_size=16, meta_lr=1e-3)
 
 _LEARNER_PARAMS = """
     Parameters
@@ -336,33 +271,12 @@ _LEARNER_PARAMS = """
     test_inner_steps : int or None, default=None
         Gradient steps taken by ``adapt``, ``predict`` and ``score``; None
         means ``inner_steps``.
-    max_epochs : int, default=10
-        Passes over the training task collection.
-    meta_batch_size : int, default=16
-        Tasks per meta-update.
-    meta_lr : float, default=1e-3
-        Adam's learning rate for the meta-update.
     chunk_size : int or "auto", default="auto"
         Tasks adapted together in one vectorised pass; a meta-batch is
         processed in chunks whose meta-gradients are summed, so memory does
         not grow with ``meta_batch_size``. "auto" sizes chunks from the
         network's parameter and activation counts.
-    validation_fraction : float or None, default=None
-        Fraction of the training tasks held out to report ``valid_loss``
-        ({valid}) each epoch (use with
-        :class:`skorch.callbacks.EarlyStopping`).
-    device : str, default="cpu"
-        Torch device for meta-training ("cuda" for a GPU); adapted
-        estimators run on the CPU.
-    callbacks : list of skorch callbacks or None, default=None
-        E.g. early stopping, checkpoints, learning-rate schedules.
-    verbose : int, default=0
-        If positive, print an epoch log and a progress bar.
-    random_state : int, RandomState instance or None, default=None
-        Seeds weight initialisation, task order and task splits.
-    **kwargs
-        ``module__<name>`` parameters, passed to the module's constructor.
-
+{shared}
     Attributes
     ----------
     net_ : skorch.NeuralNet
@@ -398,7 +312,7 @@ class MAMLClassifier(MetaClassifierMixin, _MAMLLearner):
     class layout, and for regression.
     """ + _LEARNER_PARAMS.format(
         outputs="the largest number of classes in a training task",
-        valid="and ``valid_acc``", acc=" and query accuracies") + """
+        acc=" and query accuracies", shared=_SHARED) + """
     Examples
     --------
     >>> from skmeta import MAMLClassifier
@@ -425,7 +339,7 @@ class MAMLRegressor(MetaRegressorMixin, _MAMLLearner):
     ``algorithm``. Tasks of a meta-batch are adapted together
     (``torch.func.vmap``). ``adapt`` returns a :class:`MAMLAdaptedRegressor`;
     ``score`` is the mean R² over tasks.
-    """ + _LEARNER_PARAMS.format(outputs="one output", valid="", acc="") + """
+    """ + _LEARNER_PARAMS.format(outputs="one output", acc="", shared=_SHARED) + """
     Examples
     --------
     >>> from skmeta import MAMLRegressor

@@ -55,12 +55,25 @@ class Task:
 def encode_labels(task):
     """A classification task's sorted classes and its labels as indices.
 
+    Parameters
+    ----------
+    task : Task
+        A validated classification task.
+
     Returns
     -------
     classes : ndarray
         The support set's distinct labels, sorted.
     y_support, y_query : ndarray of int
         Indices into ``classes`` (``y_query`` is None without query labels).
+
+    Examples
+    --------
+    >>> from skmeta.tasks import Task, encode_labels
+    >>> classes, y_support, y_query = encode_labels(
+    ...     Task([[0.0], [1.0]], ["b", "a"], [[2.0]], ["b"]))
+    >>> classes.tolist(), y_support.tolist(), y_query.tolist()
+    (['a', 'b'], [1, 0], [1])
     """
     classes, y_support = np.unique(task.y_support, return_inverse=True)
     y_query = None if task.y_query is None else np.searchsorted(classes, task.y_query)
@@ -68,12 +81,34 @@ def encode_labels(task):
 
 
 def labelled_examples(task):
-    """All labelled examples of a task: its support and query sets stacked."""
+    """All labelled examples of a task: its support and query sets stacked.
+
+    Parameters
+    ----------
+    task : Task
+        A task with query labels.
+
+    Returns
+    -------
+    X : ndarray of shape (n_support + n_query, n_features)
+    y : ndarray of shape (n_support + n_query,)
+    """
     return (np.concatenate([task.X_support, task.X_query]),
             np.concatenate([task.y_support, task.y_query]))
 
 
 def pool_tasks(tasks):
-    """All labelled examples of a task collection, stacked: ``(X, y)``."""
+    """All labelled examples of a task collection, stacked.
+
+    Parameters
+    ----------
+    tasks : sequence of Task
+        Validated tasks with query labels.
+
+    Returns
+    -------
+    X : ndarray of shape (n_examples, n_features)
+    y : ndarray of shape (n_examples,)
+    """
     X, y = zip(*map(labelled_examples, tasks), strict=True)
     return np.concatenate(X), np.concatenate(y)
