@@ -16,18 +16,23 @@ built, with the finite-loss guard and data-parallel sync of
   ``max_epochs`` passes in batches of ``meta_batch_size`` at ``meta_lr``.
 """
 
+import math
+import textwrap
+from dataclasses import replace
 from numbers import Integral, Real
 
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import EarlyStopping
 
 from . import distributed
 from ._nets import Training, fit_net
 from ._routing import RoutedParamsMixin
+from ._scaling import TaskScaler
 
 COMMON_PARAMS = """\
     shuffle : bool, default=True
@@ -49,6 +54,17 @@ COMMON_PARAMS = """\
         ``module__<name>`` parameters, passed to the module's constructor.
 """
 
+AUTO_EPOCHS_DOC = """\
+    max_epochs : int or "auto", default="auto"
+        Passes over the training task collection. "auto" sizes training in
+        meta-updates rather than passes, so that small collections get
+        enough of them: up to 2000 meta-updates (small collections repeated
+        within an epoch), stopped early, with the best parameters restored,
+        once the held-out tasks' loss has not improved for 500 meta-updates
+        (when ``validation_fraction`` holds tasks out; collections of fewer
+        than 5 tasks hold none out).
+"""
+
 SHARED_PARAMS = """\
     max_epochs : int, default={max_epochs}
         Passes over the training task collection.
@@ -58,9 +74,19 @@ SHARED_PARAMS = """\
         Adam's learning rate for the meta-update.
 """ + COMMON_PARAMS.replace("{", "{{").replace("}", "}}")
 
+def standardize_doc(default, what, undo=""):
+    """The docstring entry of a ``standardize`` parameter."""
+    text = (f"Standardise {what} with the mean and standard deviation of the "
+            f"pooled training tasks, before meta-training and adaptation{undo}, "
+            "so that raw, unscaled data works. False uses the data as given.")
+    return f"    standardize : bool, default={default}\n" + textwrap.fill(
+        text, 76, initial_indent=" " * 8, subsequent_indent=" " * 8) + "\n"
+
+
 SHARED_CONSTRAINTS = {
     "module": [None, type, torch.nn.Module],
-    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "max_epochs": [Interval(Integral, 1, None, closed="left"),
+                   StrOptions({"auto"})],
     "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
     "meta_lr": [Interval(Real, 0, None, closed="neither")],
     "shuffle": ["boolean"],
@@ -69,10 +95,42 @@ SHARED_CONSTRAINTS = {
     "callbacks": [list, None],
     "verbose": ["verbose"],
     "random_state": ["random_state"],
+    "standardize": ["boolean"],
     # learners that train on pooled examples rather than on tasks
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "lr": [Interval(Real, 0, None, closed="neither")],
 }
+
+
+# max_epochs="auto": at most AUTO_UPDATES meta-updates, in epochs of about
+# AUTO_EPOCH_UPDATES, stopped after AUTO_PATIENCE meta-updates without
+# improvement on the held-out tasks; collections of fewer than
+# AUTO_MIN_SPLIT tasks hold none out.
+AUTO_UPDATES = 2000
+AUTO_EPOCH_UPDATES = 50
+AUTO_PATIENCE = 500
+AUTO_MIN_SPLIT = 5
+
+
+def auto_training(training, n_tasks):
+    """``training`` sized for ``max_epochs="auto"`` on ``n_tasks`` tasks."""
+    split = (training.validation_fraction if n_tasks >= AUTO_MIN_SPLIT else None)
+    n_train = n_tasks if split is None else math.ceil(n_tasks * (1 - split))
+    repeats = max(1, AUTO_EPOCH_UPDATES * training.batch_size // n_train)
+    updates_per_epoch = -(-n_train * repeats // training.batch_size)
+    callbacks = list(training.callbacks)
+    if split is not None:
+        patience = max(2, -(-AUTO_PATIENCE // updates_per_epoch))
+        callbacks.append(("auto_early_stopping", EarlyStopping(
+            patience=patience, threshold=1e-4, threshold_mode="abs",
+            load_best=True, sink=_silent)))
+    return replace(training, validation_fraction=split, repeats=repeats,
+                   max_epochs=-(-AUTO_UPDATES // updates_per_epoch),
+                   callbacks=callbacks)
+
+
+def _silent(*args, **kwargs):
+    pass
 
 
 class TorchLearner(RoutedParamsMixin, BaseEstimator):
@@ -94,17 +152,41 @@ class TorchLearner(RoutedParamsMixin, BaseEstimator):
         return self.net_.history
 
     def _training(self, tasks):
-        """The shared training parameters, as :func:`fit_net` takes them."""
-        return Training(max_epochs=self.max_epochs, batch_size=self.meta_batch_size,
-                        lr=self.meta_lr, device=self.device, callbacks=self.callbacks,
-                        verbose=self.verbose,
-                        validation_fraction=self.validation_fraction,
-                        shuffle=self.shuffle)
+        """How the net trains: ``max_epochs`` passes in batches of
+        ``meta_batch_size`` at ``meta_lr``; or, with ``max_epochs="auto"``, a
+        budget of meta-updates in epochs of about ``AUTO_EPOCH_UPDATES``
+        (small collections repeated within an epoch), stopped early, with the
+        best parameters restored, once the held-out tasks' loss has not
+        improved for ``AUTO_PATIENCE`` meta-updates."""
+        training = Training(max_epochs=self.max_epochs,
+                            batch_size=self.meta_batch_size, lr=self.meta_lr,
+                            device=self.device, callbacks=list(self.callbacks or []),
+                            verbose=self.verbose,
+                            validation_fraction=self.validation_fraction,
+                            shuffle=self.shuffle)
+        return auto_training(training, len(tasks)) if self.max_epochs == "auto" \
+            else training
 
     def _fit(self, tasks):
+        scaler = self._fit_scaler(tasks)
+        tasks = self._scaled(tasks, scaler)
         net = fit_net(self._net_spec(tasks), self._training(tasks),
                       self._draw_seed())
-        return {"net_": net, **self._fitted_state(net, tasks)}
+        fitted = {"net_": net, **self._fitted_state(net, tasks)}
+        if hasattr(self, "standardize"):
+            fitted["scaler_"] = scaler
+        return fitted
+
+    def _fit_scaler(self, tasks):
+        """Training-task statistics, for learners that declare a
+        ``standardize`` parameter and set it; None otherwise."""
+        if not getattr(self, "standardize", False):
+            return None
+        return TaskScaler(with_y=self._task_type == "regression").fit(tasks)
+
+    @staticmethod
+    def _scaled(tasks, scaler):
+        return tasks if scaler is None else scaler.transform_tasks(tasks)
 
     def _draw_seed(self, size=None):
         """Seed(s) from ``random_state``, the same in every data-parallel
@@ -114,7 +196,7 @@ class TorchLearner(RoutedParamsMixin, BaseEstimator):
             return distributed.broadcast_seed(int(seeds))
         return [distributed.broadcast_seed(int(s)) for s in seeds]
 
-    def partial_fit(self, tasks, y=None):
+    def partial_fit(self, tasks, y=None, classes=None):
         """One more pass over ``tasks``, continuing from the current state.
 
         The first call fits from scratch with one epoch; later calls train
@@ -129,6 +211,9 @@ class TorchLearner(RoutedParamsMixin, BaseEstimator):
             Training tasks with the features the learner was fitted on.
         y : None
             Ignored; present for scikit-learn's API.
+        classes : None
+            Ignored: every task brings its own classes (scikit-learn's
+            searchers pass it to classifiers).
 
         Returns
         -------
@@ -142,10 +227,21 @@ class TorchLearner(RoutedParamsMixin, BaseEstimator):
                 return self.set_params(max_epochs=1).fit(tasks)
             finally:
                 self.max_epochs = max_epochs
+        if not hasattr(self.net_, "optimizer_"):
+            raise ValueError(
+                f"This {type(self).__name__} has no optimiser state to continue "
+                "training from (it was loaded with skmeta.io, which keeps what "
+                "adapt, predict and score need); continue training from a joblib "
+                "file, or fit it again.")
         self._validate_params()
         tasks = self._check_tasks(tasks)
         self._check_n_features(tasks[0].X_support.shape[1], "Tasks have")
+        scaler = getattr(self, "scaler_", None)
+        tasks = self._scaled(tasks, scaler)
         net = self.net_
         net.partial_fit(self._net_spec(tasks).dataset, epochs=1)
-        self._set_fitted({"net_": net, **self._fitted_state(net, tasks)}, tasks)
+        fitted = {key: value for key, value in vars(self).items()
+                  if key.endswith("_") and not key.startswith("_")}
+        self._set_fitted({**fitted, "net_": net, **self._fitted_state(net, tasks)},
+                         tasks)
         return self

@@ -10,30 +10,20 @@ linear mixed model's BLUP.
 """
 
 import math
-from dataclasses import dataclass, fields, replace
-from numbers import Integral, Real
+from dataclasses import dataclass, fields
+from numbers import Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping
 
 from . import distributed
 from ._learner import SHARED_CONSTRAINTS, TorchLearner
-from ._nets import NetSpec, SkmetaNet, TaskDataset, Training, frozen_copy
+from ._nets import NetSpec, SkmetaNet, TaskDataset, frozen_copy
 from ._scaling import TaskScaler
 from .base import N_JOBS_CONSTRAINT, AdaptedRegressor, MetaRegressorMixin
 from .nn import MLP
-
-# max_epochs="auto": at most _AUTO_UPDATES meta-updates in epochs of about
-# _EPOCH_UPDATES (small collections repeated within an epoch), stopped early
-# once the held-out tasks' loss has not improved for _AUTO_PATIENCE
-# meta-updates; collections of fewer than _MIN_SPLIT_TASKS tasks are not split.
-_AUTO_UPDATES = 2000
-_EPOCH_UPDATES = 50
-_AUTO_PATIENCE = 500
-_MIN_SPLIT_TASKS = 5
 
 
 def posterior(phi, y, mask, prior_mean, prior_chol, noise_var):
@@ -523,9 +513,6 @@ class MetaBayesianRidge(MetaRegressorMixin, TorchLearner):
 
     _parameter_constraints = {
         **SHARED_CONSTRAINTS,
-        "standardize": ["boolean"],
-        "max_epochs": [Interval(Integral, 1, None, closed="left"),
-                       StrOptions({"auto"})],
         "n_jobs": N_JOBS_CONSTRAINT,
     }
 
@@ -547,12 +534,6 @@ class MetaBayesianRidge(MetaRegressorMixin, TorchLearner):
         self.random_state = random_state
         self._store_routed(kwargs)
 
-    def _fit(self, tasks):
-        scaler = TaskScaler().fit(tasks) if self.standardize else None
-        if scaler is not None:
-            tasks = scaler.transform_tasks(tasks)
-        return {"scaler_": scaler, **super()._fit(tasks)}
-
     def _net_spec(self, tasks):
         n_features = tasks[0].X_support.shape[1]
         return NetSpec(BayesNet, MLP if self.module is None else self.module,
@@ -561,32 +542,6 @@ class MetaBayesianRidge(MetaRegressorMixin, TorchLearner):
                                     "hidden_sizes": (32, 32)},
                        routed=self._routed_params("module__", strip=True),
                        params={"n_features": n_features})
-
-    def _training(self, tasks):
-        """``max_epochs`` passes; or, for "auto", a budget of meta-updates in
-        epochs of about ``_EPOCH_UPDATES`` (small collections repeated within
-        an epoch), stopped early on the held-out tasks' loss."""
-        split = (self.validation_fraction if len(tasks) >= _MIN_SPLIT_TASKS
-                 else None)
-        training = Training(max_epochs=1, batch_size=self.meta_batch_size,
-                            lr=self.meta_lr, device=self.device,
-                            callbacks=list(self.callbacks or []),
-                            verbose=self.verbose, validation_fraction=split,
-                            shuffle=self.shuffle)
-        if self.max_epochs != "auto":
-            return replace(training, max_epochs=self.max_epochs)
-        n_train = len(tasks) if split is None else math.ceil(len(tasks) * (1 - split))
-        repeats = max(1, _EPOCH_UPDATES * self.meta_batch_size // n_train)
-        updates_per_epoch = -(-n_train * repeats // self.meta_batch_size)
-        training = replace(training, repeats=repeats,
-                           max_epochs=-(-_AUTO_UPDATES // updates_per_epoch))
-        if split is not None:
-            patience = max(2, -(-_AUTO_PATIENCE // updates_per_epoch))
-            training.callbacks.append((
-                "auto_early_stopping",
-                EarlyStopping(patience=patience, threshold=1e-4,
-                              threshold_mode="abs", load_best=True, sink=_silent)))
-        return training
 
     def _fitted_state(self, net, tasks):
         prior = net.prior_
