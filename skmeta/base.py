@@ -247,6 +247,11 @@ class AdaptedClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"y_support has one class only ({self.classes_.tolist()[0]!r}); a "
+                "classifier needs at least two classes: give support examples of "
+                "two or more.")
         self._fit_encoded(X, y_encoded)
         return self
 
@@ -300,7 +305,14 @@ class AdaptedRegressor(VersionedPickleMixin, RegressorMixin, BaseEstimator):
         self : object
         """
         X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
-        self._fit_array(X, y.astype(np.float32))
+        with np.errstate(over="ignore"):
+            y = y.astype(np.float32)
+        if not np.isfinite(y).all():  # finite in float64, beyond float32's range
+            raise ValueError(
+                "y holds values that overflow float32 (beyond "
+                f"{np.finfo(np.float32).max:.3g}), the precision skmeta computes "
+                "in; rescale the targets.")
+        self._fit_array(X, y)
         return self
 
     def predict(self, X):

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 from skmeta.tasks import EpisodeSampler, Task, check_tasks, train_test_split_classes
 
@@ -74,6 +75,43 @@ BAD_TASKS = [
      "into support and query sets that both hold it; give (X_support, "
      "y_support, X_query, y_query) instead."),
     (iter([good()]), TypeError, "Expected a task collection"),
+    (with_task(Task(np.where(X > 1, 1e39, X), Y, X, Y)), ValueError,
+     "Task 1: X_support holds 1e+39, which overflows float32 (largest 3.4e+38), "
+     "the precision skmeta computes in; rescale it (e.g. standardise the "
+     "features)."),
+    (with_task((np.where(X > 1, -1e300, X), Y)), ValueError,
+     "Task 1: X holds 1e+300, which overflows float32"),
+    (with_task(Task(X, Y, np.full((6, 3), 1e39, dtype=object), Y)), ValueError,
+     "Task 1: X_query holds 1e+39, which overflows float32"),
+    (with_task(Task(X, Y / 4, X, Y / 4)), ValueError,
+     "Task 1: y_support holds continuous values (e.g. 0.25), not class labels; a "
+     "classification task needs ints or strings (use a regressor for continuous "
+     "targets)."),
+    (with_task(Task(X, Y, X, [0, 1, 2, 0, 1, 1.5])), ValueError,
+     "Task 1: y_query holds continuous values (e.g. 1.5)"),
+    (with_task(Task(X, np.array([0.5, 1.0, 2.0] * 2, dtype=object), X, Y)),
+     ValueError, "Task 1: y_support holds continuous values (e.g. 0.5)"),
+    (with_task(Task(X, np.array([1.0, 2.0, np.nan] * 2, dtype=object), X,
+                    np.array([1.0, 2.0] * 3, dtype=object))), ValueError,
+     "Task 1: y_support contains missing labels (NaN or None); remove those "
+     "examples or label them."),
+    (with_task(Task(X, np.array(["a", "b", None] * 2, dtype=object), X, Y)),
+     ValueError, "Task 1: y_support contains missing labels"),
+    (with_task(Task(X, Y, X, np.array(["a", float("nan")] * 3, dtype=object))),
+     ValueError, "Task 1: y_query contains missing labels"),
+    (with_task(Task(sparse.csr_matrix(X), Y, X, Y)), TypeError,
+     "Task 1: X_support is a scipy.sparse csr matrix; skmeta's learners need "
+     "dense arrays (use X.toarray())."),
+    (with_task((sparse.csc_array(X), Y)), TypeError,
+     "Task 1: X is a scipy.sparse csc matrix"),
+    (with_task(Task(X, sparse.csr_matrix(Y[:, None]), X, Y)), TypeError,
+     "Task 1: y_support is a scipy.sparse matrix; give a 1-D array."),
+    (with_task(Task(X * 1j, Y, X, Y)), TypeError,
+     "Task 1: X_support is complex (dtype complex128); skmeta's learners need "
+     "real features (give the real and imaginary parts as separate columns)."),
+    (with_task(Task(X, Y + 0j, X, Y)), TypeError,
+     "Task 1: y_support is complex (dtype complex128); labels and targets must "
+     "be real."),
 ]
 
 
@@ -86,6 +124,28 @@ def test_check_tasks_names_task_and_problem(tasks, error, message):
 def test_regression_targets_must_be_finite():
     with pytest.raises(ValueError, match="^Task 0: y_query contains NaN"):
         check_tasks([Task(X, Y, X, [0, 1, np.nan, 0, 1, 2])], task_type="regression")
+
+
+@pytest.mark.parametrize(("y", "message"), [
+    ([0.5, 1e39, 2.0, 0.5, 1.0, 2.0], "^Task 0: y_support holds 1e+39, which "
+     "overflows float32"),
+    ([0.5, 1.0, 2.0, 0.5, 1.0, 2.0j], "^Task 0: y_support is complex"),
+])
+def test_regression_targets_must_fit_float32_and_be_real(y, message):
+    with pytest.raises((ValueError, TypeError), match=message.replace("+", r"\+")):
+        check_tasks([Task(X, y, X, Y)], task_type="regression")
+
+
+def test_values_that_fit_float32_and_whole_float_labels_pass():
+    edge = np.where(X > 1, np.finfo(np.float32).max, X)
+    [task] = check_tasks([Task(edge, Y.astype(float), X.astype(np.float32),
+                               np.array([0.0, 1.0, 2.0] * 2, dtype=object))])
+    assert np.isfinite(task.X_support).all() and task.X_support.dtype == np.float32
+    [task] = check_tasks([Task(X, [0.5, 1.5, 0.5, 1.5, 0.5, 1.5], X,
+                               [0.5] * 6)], task_type="regression")
+    assert task.y_support.dtype == np.float64
+    [task] = check_tasks([Task(X, [True, False] * 3, X, [True] * 6)])
+    assert task.y_support.dtype == bool
 
 
 def test_query_labels_optional_for_prediction():

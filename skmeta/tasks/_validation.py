@@ -4,8 +4,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import type_of_target
 
 from ._task import Task
 
@@ -218,7 +220,14 @@ def _check_lengths(X, y, X_name, y_name):
 
 
 def _check_X(X, name):
+    if sparse.issparse(X):
+        raise TypeError(f"{name} is a scipy.sparse {X.format} matrix; skmeta's "
+                        "learners need dense arrays (use X.toarray()).")
     X = np.asarray(X)
+    if X.dtype.kind == "c":
+        raise TypeError(f"{name} is complex (dtype {X.dtype}); skmeta's learners "
+                        "need real features (give the real and imaginary parts "
+                        "as separate columns).")
     if X.dtype.kind not in "biuf":
         try:
             X = X.astype(np.float64)
@@ -233,35 +242,78 @@ def _check_X(X, name):
     if X.shape[1] == 0:
         raise ValueError(f"{name} has 0 features.")
     _check_finite(X, name)
+    _check_float32_range(X, name)
     return np.ascontiguousarray(X, dtype=np.float32)
 
 
 def _check_y(y, name, task_type):
+    if sparse.issparse(y):
+        raise TypeError(f"{name} is a scipy.sparse matrix; give a 1-D array.")
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.ravel()
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {y.shape}.")
+    if y.dtype.kind == "c":
+        raise TypeError(f"{name} is complex (dtype {y.dtype}); labels and targets "
+                        "must be real.")
     if task_type == "regression":
         if y.dtype.kind not in "biuf":
             raise TypeError(f"{name} must be numeric for regression, got "
                             f"dtype {y.dtype}.")
         y = y.astype(np.float64)
         _check_finite(y, name)
-    elif y.dtype.kind == "f":
+        _check_float32_range(y, name)
+        return y
+    if y.dtype.kind == "f":
         _check_finite(y, name)
     elif y.dtype.kind == "O":
+        if any(v is None or (isinstance(v, (float, np.floating)) and v != v)
+               for v in y):
+            raise ValueError(f"{name} contains missing labels (NaN or None); "
+                             "remove those examples or label them.")
         kinds = {type(v).__name__ for v in y}
         if len(kinds) > 1:
             raise TypeError(f"{name} mixes label types {sorted(kinds)}; use "
                             "one type (all ints or all strings).")
+    _check_discrete(y, name)
     return y
+
+
+def _check_discrete(y, name):
+    """Classification labels must be classes, not continuous values."""
+    if y.dtype.kind not in "fO":  # ints, bools, strings: classes already
+        return
+    numeric = y
+    if y.dtype.kind == "O" and all(isinstance(v, (float, np.floating)) for v in y):
+        numeric = y.astype(np.float64)
+    if type_of_target(numeric) == "continuous":
+        example = next(v for v in numeric.tolist() if v != int(v))
+        raise ValueError(
+            f"{name} holds continuous values (e.g. {example!r}), not class "
+            "labels; a classification task needs ints or strings (use a "
+            "regressor for continuous targets).")
 
 
 def _check_finite(a, name):
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         problem = "NaN" if np.isnan(a).any() else "infinity"
         raise ValueError(f"{name} contains {problem}; remove or impute it.")
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32_range(a, name):
+    """Values that are finite here but overflow the float32 the learners
+    compute in (those beyond about 3.4e38) are refused."""
+    if a.dtype.itemsize > 4 and a.dtype.kind == "f" and a.size:
+        largest = float(np.abs(a).max())
+        if largest > _FLOAT32_MAX:
+            raise ValueError(
+                f"{name} holds {largest:.3g}, which overflows float32 (largest "
+                f"{_FLOAT32_MAX:.3g}), the precision skmeta computes in; rescale "
+                "it (e.g. standardise the features).")
 
 
 def _check_two_classes(classes, name):
