@@ -251,17 +251,6 @@ def run_maml(X, y, groups, tasks):
     return [(p, None) for p in model.predict(tasks)], {}
 
 
-def run_maml_scaled(X, y, groups, tasks):
-    """MAMLRegressor() on x and y standardised by the harness with the
-    training rows' statistics (what skmeta's defaults should do itself)."""
-    x_mean, x_sd, y_mean, y_sd = X.mean(0), X.std(0), y.mean(), y.std()
-    model = MAMLRegressor(random_state=SEED).fit(group_pairs(
-        (X - x_mean) / x_sd, (y - y_mean) / y_sd, groups))
-    scaled = [Task((t.X_support - x_mean) / x_sd, (t.y_support - y_mean) / y_sd,
-                   (t.X_query - x_mean) / x_sd) for t in tasks]
-    return [(y_mean + y_sd * p, None) for p in model.predict(scaled)], {}
-
-
 def run_bayesian_ridge(X, y, groups, tasks):
     learner = skmeta.MetaBayesianRidge()
     if "random_state" in learner.get_params():
@@ -275,9 +264,7 @@ def methods():
     """The methods, by report name; MetaBayesianRidge when skmeta has it."""
     found = {"global ridge": run_ridge, OFFSET: run_ridge_offset,
              "OLS on the support set": run_support_ols, MIXED: run_mixed,
-             "MAMLRegressor() (defaults, raw data)": run_maml,
-             "MAMLRegressor() on data standardised by the harness":
-                 run_maml_scaled}
+             "MAMLRegressor() (defaults, raw data)": run_maml}
     if hasattr(skmeta, "MetaBayesianRidge"):
         found["MetaBayesianRidge() (defaults, raw data)"] = run_bayesian_ridge
     return found
@@ -454,6 +441,33 @@ def markdown(results, quick):
     return "\n".join(lines)
 
 
+SUMMARY_METHODS = {"ridge + offset": OFFSET, "mixed model": MIXED,
+                   "MAMLRegressor()": "MAMLRegressor() (defaults, raw data)",
+                   "MetaBayesianRidge()": "MetaBayesianRidge() (defaults, raw data)"}
+
+
+def summary_rst(results):
+    """One compact reStructuredText table over datasets and k, for the docs:
+    normalised MSE of the main methods, MetaBayesianRidge's paired
+    difference with the mixed model and its coverage."""
+    bayes = SUMMARY_METHODS["MetaBayesianRidge()"]
+    header = ["data (groups)", "k", *SUMMARY_METHODS,
+              "MetaBayesianRidge - mixed (paired)", "coverage (%)"]
+    rows = []
+    for name, result in results.items():
+        for k, summary in result["k"].items():
+            row = summary.get(bayes, {})
+            rows.append([f"{name} ({result['n_groups']})", str(k),
+                         *[cell(summary[m]["nmse"]) if m in summary else "-"
+                           for m in SUMMARY_METHODS.values()],
+                         cell(row.get("minus_mixed_model")),
+                         cell(row.get("coverage"), percent=True)])
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [header, *rows]:
+        lines += [f"   * - {row[0]}", *[f"     - {value}" for value in row[1:]]]
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -468,6 +482,7 @@ def main():
     RESULTS.mkdir(exist_ok=True)
     stem = "real_grouped_quick" if args.quick else "real_grouped"
     (RESULTS / f"{stem}.md").write_text(report)
+    (RESULTS / f"{stem}_summary.rst").write_text(summary_rst(results))
     (RESULTS / f"{stem}.json").write_text(json.dumps(
         {"quick": args.quick, "datasets": results}, indent=1))
     print(report)
