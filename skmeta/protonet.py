@@ -46,26 +46,45 @@ class PrototypeClassifier(AdaptedClassifier):
         self.embedding = embedding
 
     def _embed(self, X):
-        if self.embedding is None:
-            return X.astype(np.float64)
+        """``(start, embeddings)`` of X's rows, a chunk at a time: a task of
+        millions of rows never holds all its embeddings (nor the embedding
+        network's activations for all its rows) at once."""
+        rows = max(16, min(4096, _CHUNK_VALUES // X.shape[1]))
         try:
-            with torch.no_grad():
-                return self.embedding(torch.from_numpy(X)).double().numpy()
+            for start in range(0, len(X), rows):
+                chunk = X[start:start + rows]
+                if self.embedding is None:
+                    embedded = chunk.astype(np.float64)
+                else:
+                    with torch.no_grad():
+                        embedded = self.embedding(torch.from_numpy(chunk))
+                    embedded = embedded.double().numpy()
+                yield start, embedded
         except RuntimeError as error:
             raise ValueError(f"The embedding cannot take X of shape {X.shape}: "
                              f"{error}") from error
 
     def _fit_encoded(self, X, y):
-        embedded = self._embed(X)
-        self.prototypes_ = np.stack([embedded[y == c].mean(axis=0)
-                                     for c in range(len(self.classes_))])
+        sums = None
+        for start, embedded in self._embed(X):
+            if sums is None:
+                sums = np.zeros((len(self.classes_), embedded.shape[1]))
+            np.add.at(sums, y[start:start + len(embedded)], embedded)
+        counts = np.bincount(y, minlength=len(self.classes_))
+        self.prototypes_ = sums / counts[:, None]
 
     def _predict_proba(self, X):
-        embedded = self._embed(X)
-        distances = (np.square(embedded).sum(1)[:, None]
-                     - 2 * embedded @ self.prototypes_.T
-                     + np.square(self.prototypes_).sum(1)[None, :])
-        return softmax(-distances, axis=1)
+        proba = np.empty((len(X), len(self.classes_)))
+        squared_norms = np.square(self.prototypes_).sum(1)[None, :]
+        for start, embedded in self._embed(X):
+            distances = (np.square(embedded).sum(1)[:, None]
+                         - 2 * embedded @ self.prototypes_.T + squared_norms)
+            proba[start:start + len(embedded)] = softmax(-distances, axis=1)
+        return proba
+
+
+# Input values PrototypeClassifier embeds at a time (rows times features).
+_CHUNK_VALUES = 2**18
 
 
 class ProtoNetNet(SkmetaNet):

@@ -6,6 +6,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
+from torch.func import vmap
 
 from .._learner import SHARED_CONSTRAINTS, SHARED_PARAMS, TorchLearner
 from .._nets import NetSpec, TaskDataset, frozen_copy
@@ -31,9 +32,10 @@ class _AdaptedMAML:
 
     def _adapt_weights(self, X, y, n_way):
         X, y = torch.from_numpy(X)[None], torch.from_numpy(y)[None]
+        learner = self._learner()
         with torch.enable_grad():
-            fast = self._learner().adapt(X, y, n_way, self.inner_steps, track=False)
-        _check_finite(fast, self.inner_steps, self.inner_lr)
+            fast = learner.adapt(X, y, n_way, self.inner_steps, track=False)
+        _check_adaptation(learner, fast, X, y, n_way, self.inner_steps, self.inner_lr)
         self.weights_ = {name: w[0].detach() for name, w in fast.items()}
 
     def _outputs(self, X):
@@ -42,17 +44,96 @@ class _AdaptedMAML:
             return self._learner().forward(fast, torch.from_numpy(X)[None])[0]
 
 
-def _check_finite(fast, steps, inner_lr, index=(0,)):
-    """Raise if adaptation diverged (non-finite fast weights) in any task."""
-    finite = torch.stack([w.flatten(1).isfinite().all(1) for w in fast.values()])
-    if not finite.all():
-        task = index[int((~finite.all(0)).nonzero()[0])]
-        rate = "the learned inner rates" if isinstance(inner_lr, dict) else (
-            f"inner_lr={inner_lr}")
+# --- the inner-loop guard ----------------------------------------------------
+# Adaptation diverged when the fast weights or the support loss are not
+# finite, or when the support loss after the inner steps is more than
+# _LOSS_GROWTH times, and more than _LOSS_MARGIN above, the loss before them:
+# an exploding inner loop may keep finite (if huge) weights that predict
+# nothing, so finiteness alone does not notice it.
+_LOSS_GROWTH, _LOSS_MARGIN = 10.0, 1.0
+
+
+def _diverged(learner, fast, X, y, n_way):
+    """Per task of a chunk: (diverged?, support loss before, after). Tasks
+    whose loss is not finite before adaptation are left to the loss guard
+    (their meta-learned weights are to blame, not the inner loop)."""
+    def losses(weights, in_dim):
+        return vmap(learner._task_loss, in_dims=(in_dim, 0, 0, None),
+                    randomness="different")(weights, X, y, n_way)
+
+    with torch.no_grad():
+        before = losses({k: w.detach() for k, w in learner.init.items()}, None)
+        after = losses({k: w.detach() for k, w in fast.items()}, 0)
+    return _verdict(fast, before, after), before, after
+
+
+def _verdict(fast, before, after):
+    """Per task: diverged?, from the fast weights and the support losses."""
+    with torch.no_grad():
+        finite = torch.cat([w.detach().flatten(1) for w in fast.values()],
+                           1).isfinite().all(1) & after.isfinite()
+    runaway = (after > _LOSS_GROWTH * before) & (after > before + _LOSS_MARGIN)
+    return before.isfinite() & (~finite | runaway)
+
+
+def _describe(diverged, before, after, position):
+    if not torch.isfinite(after[position]):
+        return "non-finite weights or support loss"
+    return (f"the support loss rose from {before[position].item():.3g} before "
+            f"the steps to {after[position].item():.3g} after them")
+
+
+def _rate(inner_lr):
+    return ("the learned inner rates (Meta-SGD, started at inner_lr)"
+            if isinstance(inner_lr, dict) else f"inner_lr={inner_lr}")
+
+
+def _check_adaptation(learner, fast, X, y, n_way, steps, inner_lr, index=(0,)):
+    """Raise FloatingPointError, naming the task and ``inner_lr``, if the
+    inner loop diverged in any task (see :func:`_diverged`)."""
+    diverged, before, after = _diverged(learner, fast, X, y, n_way)
+    if diverged.any():
+        position = int(diverged.nonzero()[0])
         raise FloatingPointError(
-            f"Task {task}: adaptation diverged (non-finite weights) within {steps} "
-            f"gradient steps with {rate}; use fewer test_inner_steps, a "
-            "smaller inner_lr, or standardised features.")
+            f"Task {index[position]}: adaptation diverged "
+            f"({_describe(diverged, before, after, position)}) within {steps} "
+            f"gradient steps with {_rate(inner_lr)}; use a smaller inner_lr, "
+            "fewer test_inner_steps, or standardised features.")
+
+
+class _GuardedLearner(FunctionalLearner):
+    """A FunctionalLearner whose ``adapt`` raises on a diverged inner loop
+    in meta-training (the learner is then left as it was before fit)."""
+
+    net = None  # the MAMLNet training with it
+
+    def adapt(self, X, y, n_way, steps, create_graph=False, track=True):
+        fast = super().adapt(X, y, n_way, steps, create_graph=create_graph,
+                             track=track)
+        diverged, before, after = _diverged(self, fast, X, y, n_way)
+        if diverged.any():
+            position = int(diverged.nonzero()[0])
+            epoch = len(self.net.history)
+            step = len(self.net.history[-1, "batches"])  # this one included
+            raise FloatingPointError(
+                f"The inner loop diverged in epoch {epoch}, batch {step} "
+                f"({_describe(diverged, before, after, position)} in a task "
+                f"after {steps} gradient steps with inner_lr={self.net.inner_lr}); "
+                "training stopped and the learner is left as it was before fit. "
+                "Use a smaller inner_lr, fewer inner_steps, or standardised "
+                "features.")
+        return fast
+
+
+class _GuardedMAMLNet(MAMLNet):
+    """MAMLNet whose inner loops are checked by :class:`_GuardedLearner`."""
+
+    def functional_learner(self):
+        plain = super().functional_learner()
+        learner = _GuardedLearner(plain.module, plain.inner_lr, list(plain.init),
+                                  plain.classification)
+        learner.net = self
+        return learner
 
 
 _ADAPTED_PARAMS = """
@@ -191,7 +272,8 @@ class _MAMLLearner(TorchLearner):
         n_outputs = (max(len(np.unique(t.y_support)) for t in tasks)
                      if self._classification else 1)
         return NetSpec(
-            MAMLNet, MLP if self.module is None else self.module, TaskDataset(tasks),
+            _GuardedMAMLNet, MLP if self.module is None else self.module,
+            TaskDataset(tasks),
             data_kwargs={"in_features": tasks[0].X_support.shape[1],
                          "out_features": n_outputs},
             routed=self._routed_params("module__", strip=True),
@@ -230,7 +312,9 @@ class _MAMLLearner(TorchLearner):
                 with torch.enable_grad():
                     fast = learner.adapt(chunk.X_support, chunk.y_support,
                                          chunk.n_way, self._test_steps, track=False)
-                _check_finite(fast, self._test_steps, self.inner_lr, chunk.index)
+                _check_adaptation(learner, fast, chunk.X_support, chunk.y_support,
+                                  chunk.n_way, self._test_steps, self.inner_lr_,
+                                  chunk.index)
                 with torch.no_grad():
                     outputs = learner.forward(fast, chunk.X_query)
                 for i, index in enumerate(chunk.index):
