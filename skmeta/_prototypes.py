@@ -12,6 +12,13 @@ import torch
 
 from .tasks import encode_labels
 
+#: The prototype distances, as ``distance=`` spells them.
+DISTANCES = ("sqeuclidean", "euclidean", "cosine")
+
+# Cosine similarities lie in [-1, 1]: scaled, they are logits a softmax can
+# make confident (as in Chen et al. 2019's cosine classifier).
+COSINE_SCALE = 10.0
+
 
 @dataclass
 class PrototypeBatch:
@@ -56,9 +63,9 @@ class PrototypeBatch:
         return list(self.y_query.split(self.query_sizes))
 
 
-def prototype_logits(embed, batch):
-    """Each task's query logits: negative squared Euclidean distances from
-    its query embeddings to its class prototypes (mean support embeddings).
+def prototype_logits(embed, batch, distance="sqeuclidean"):
+    """Each task's query logits against its class prototypes (mean support
+    embeddings): see :func:`logits_from_prototypes`.
 
     Distances are computed task by task, so memory grows with the largest
     task, not with the meta-batch.
@@ -69,6 +76,8 @@ def prototype_logits(embed, batch):
         Maps a float tensor of rows to embeddings.
     batch : PrototypeBatch
         On the embedding's device.
+    distance : {"sqeuclidean", "euclidean", "cosine"}, default="sqeuclidean"
+        See :func:`logits_from_prototypes`.
 
     Returns
     -------
@@ -77,7 +86,8 @@ def prototype_logits(embed, batch):
     """
     embedded = embed(torch.cat([batch.X_support, batch.X_query]))
     support, query = embedded.split([len(batch.X_support), len(batch.X_query)])
-    return [_negative_distances(q, _prototypes(s, y, k)) for s, y, q, k in zip(
+    return [logits_from_prototypes(q, _prototypes(s, y, k), distance)
+            for s, y, q, k in zip(
         support.split(batch.support_sizes), batch.y_support.split(batch.support_sizes),
         query.split(batch.query_sizes), batch.n_classes, strict=True)]
 
@@ -88,10 +98,42 @@ def _prototypes(embedded, labels, n_classes):
     return sums / torch.bincount(labels, minlength=n_classes)[:, None]
 
 
-def _negative_distances(query, prototypes):
-    distances = (query.square().sum(1, keepdim=True) - 2 * query @ prototypes.T
-                 + prototypes.square().sum(1))
-    return -distances.clamp_min(0)
+def logits_from_prototypes(query, prototypes, distance="sqeuclidean"):
+    """Logits of query rows against prototypes.
+
+    Parameters
+    ----------
+    query : torch.Tensor of shape (n_query, n_embedding)
+    prototypes : torch.Tensor of shape (n_classes, n_embedding)
+    distance : {"sqeuclidean", "euclidean", "cosine"}, default="sqeuclidean"
+        "sqeuclidean": negative squared Euclidean distances (Snell et al.
+        2017); "euclidean": negative Euclidean distances (as easyfsl's
+        ``PrototypicalNetworks``); "cosine": cosine similarities times
+        ``COSINE_SCALE`` (10).
+
+    Returns
+    -------
+    torch.Tensor of shape (n_query, n_classes)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skmeta._prototypes import logits_from_prototypes
+    >>> query, prototypes = torch.tensor([[3.0, 4.0]]), torch.zeros(1, 2)
+    >>> logits_from_prototypes(query, prototypes, "euclidean").tolist()
+    [[-5.0]]
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance={distance!r} is not one of {DISTANCES}.")
+    if distance == "cosine":
+        return COSINE_SCALE * (torch.nn.functional.normalize(query, dim=1)
+                               @ torch.nn.functional.normalize(prototypes, dim=1).T)
+    squared = (query.square().sum(1, keepdim=True) - 2 * query @ prototypes.T
+               + prototypes.square().sum(1)).clamp_min(0)
+    if distance == "sqeuclidean":
+        return -squared
+    # the square root's gradient is infinite at 0: keep it off 0
+    return -squared.clamp_min(1e-12).sqrt()
 
 
 def mean_over_rows(losses, sizes):

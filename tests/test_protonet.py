@@ -177,3 +177,55 @@ def test_two_block_conv_embedding_beats_raw_centroid_on_unseen_classes(digits):
     gain, half_width = mean_confidence_interval(
         task_scores(model, test) - task_scores(PrototypeClassifier(), test))
     assert gain - half_width > 0.015
+
+
+# ---------------------------------------------------------------------------
+# distances
+
+
+def test_prototype_logits_match_torch_reference_for_every_distance():
+    from skmeta._prototypes import COSINE_SCALE, logits_from_prototypes
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(7, 4, generator=generator, dtype=torch.float64)
+    prototypes = torch.randn(3, 4, generator=generator, dtype=torch.float64)
+    references = {
+        "sqeuclidean": -torch.cdist(query, prototypes).square(),
+        "euclidean": -torch.cdist(query, prototypes),
+        "cosine": COSINE_SCALE * torch.nn.functional.cosine_similarity(
+            query[:, None], prototypes[None], dim=-1)}
+    for distance, reference in references.items():
+        torch.testing.assert_close(
+            logits_from_prototypes(query, prototypes, distance), reference)
+    with pytest.raises(ValueError, match="distance='l1' is not one of"):
+        logits_from_prototypes(query, prototypes, "l1")
+
+
+@pytest.mark.parametrize("distance", ["sqeuclidean", "euclidean", "cosine"])
+def test_adapted_classifier_scores_as_training_does(train_tasks, test_tasks,
+                                                    distance):
+    from skmeta._prototypes import PrototypeBatch, prototype_logits
+    model = ProtoNetClassifier(max_epochs=1, distance=distance,
+                               random_state=0).fit(train_tasks[:40])
+    tasks = list(test_tasks[:3])
+    with torch.no_grad():
+        logits = prototype_logits(model.embedding_, PrototypeBatch.collate(tasks),
+                                  distance)
+    for task, expected in zip(tasks, logits, strict=True):
+        clf = model.adapt(task.X_support, task.y_support)
+        assert clf.distance == distance
+        np.testing.assert_allclose(clf.predict_proba(task.X_query),
+                                   torch.softmax(expected.double(), 1).numpy(),
+                                   atol=1e-5)
+
+
+def test_euclidean_and_squared_distances_predict_alike_on_raw_features(test_tasks):
+    for task in test_tasks[:5]:
+        predictions = [PrototypeClassifier(distance=d).fit(
+            task.X_support, task.y_support).predict(task.X_query)
+            for d in ("sqeuclidean", "euclidean")]
+        np.testing.assert_array_equal(*predictions)
+
+
+def test_distance_is_validated_at_fit(train_tasks):
+    with pytest.raises(ValueError, match="distance"):
+        ProtoNetClassifier(distance="manhattan", max_epochs=1).fit(train_tasks[:8])
