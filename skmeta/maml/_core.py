@@ -127,41 +127,96 @@ class FunctionalLearner:
         self.fixed = {name: p for name, p in params.items() if name not in self.init}
         self.buffers = dict(module.named_buffers())
         self.classification = classification
+        self._plan = _linear_plan(module)
 
-    def adapt(self, X, y, n_way, steps, create_graph=False, track=True):
+    def _call(self, weights, rows):
+        """The module under ``weights`` (and its own other parameters):
+        ``functional_call``, or for a plain stack of ``Linear`` and
+        elementwise activations (:class:`skmeta.nn.MLP`) the same operations
+        called directly, without reparametrising the module."""
+        if self._plan is None:
+            return functional_call(self.module, (weights, self.fixed, self.buffers),
+                                   (rows,))
+        for op, weight, bias in self._plan:
+            if op is None:
+                rows = F.linear(rows, weights.get(weight, self.fixed.get(weight)),
+                                weights.get(bias, self.fixed.get(bias)))
+            else:
+                rows = op(rows)
+        return rows
+
+    def adapt(self, X, y, n_way, steps, create_graph=False, track=True,
+              losses=False):
         """Fast weights of every task after ``steps`` gradient steps on (X, y).
 
         ``create_graph`` keeps the inner gradients differentiable (second
         order); ``track=False`` detaches the initialisation (evaluation).
-        Returns a dict of tensors with a leading task dimension.
+        Returns a dict of tensors with a leading task dimension; with
+        ``losses=True``, also each task's support loss before and after the
+        steps (detached tensors of shape (tasks,); the first comes free with
+        the first step's gradient).
         """
         init = self.init if track else {k: w.detach() for k, w in self.init.items()}
-        inner_grad = torch.func.grad(self._task_loss)
+        inner = torch.func.grad_and_value(self._task_loss)
 
         def one_task(weights, rows, targets):
+            before = None
             for _ in range(steps):
-                grads = inner_grad(weights, rows, targets, n_way)
+                grads, loss = inner(weights, rows, targets, n_way)
+                before = loss if before is None else before
                 weights = {name: self._step(name, w, grads[name] if create_graph
                                             else grads[name].detach())
                            for name, w in weights.items()}
-            return weights
+            return weights, before
 
-        return vmap(one_task, in_dims=(None, 0, 0), randomness="different")(
+        fast, before = vmap(one_task, in_dims=(None, 0, 0), randomness="different")(
             init, X, y)
+        if not losses:
+            return fast
+        with torch.no_grad():
+            after = vmap(self._task_loss, in_dims=(0, 0, 0, None),
+                         randomness="different")(
+                {k: w.detach() for k, w in fast.items()}, X, y, n_way)
+        return fast, before.detach(), after
+
+    def adapt_one(self, X, y, n_way, steps):
+        """One task's fast weights after ``steps`` gradient steps on (X, y),
+        without ``vmap`` or a task dimension (``adapt``'s single-task fast
+        path; the initialisation is detached).
+
+        Returns the fast weights (a dict of tensors) and the support loss
+        before and after the steps (0-d tensors).
+        """
+        weights = {name: w.detach() for name, w in self.init.items()}
+        before = None
+        for _ in range(steps):
+            with torch.enable_grad():
+                leaves = {name: w.requires_grad_() for name, w in
+                          ((name, w.detach()) for name, w in weights.items())}
+                loss = self._task_loss(leaves, X, y, n_way)
+                grads = torch.autograd.grad(loss, list(leaves.values()))
+            before = loss.detach() if before is None else before
+            with torch.no_grad():
+                weights = {name: self._step(name, w.detach(), g) for (name, w), g
+                           in zip(leaves.items(), grads, strict=True)}
+        with torch.no_grad():
+            after = self._task_loss(weights, X, y, n_way)
+        return weights, (after if before is None else before), after
+
+    def forward_one(self, fast, X):
+        """The module's outputs for one task's rows under its fast weights
+        (no task dimension)."""
+        return self._call(fast, X)
 
     def _task_loss(self, weights, rows, targets, n_way):
-        outputs = functional_call(self.module, (weights, self.fixed, self.buffers),
-                                  (rows,))
+        outputs = self._call(weights, rows)
         if self.classification:
             return F.cross_entropy(self.logits(outputs, n_way), targets)
         return (outputs.reshape(targets.shape) - targets).square().mean()
 
     def forward(self, fast, X):
         """The module's outputs for each task's rows under its fast weights."""
-        def one_task(weights, rows):
-            return functional_call(self.module, (weights, self.fixed, self.buffers),
-                                   (rows,))
-        return vmap(one_task, randomness="different")(fast, X)
+        return vmap(self._call, randomness="different")(fast, X)
 
     def losses(self, outputs, y, n_way):
         """Mean loss per task: a tensor of shape (tasks,)."""
@@ -186,6 +241,38 @@ class FunctionalLearner:
         if isinstance(self.inner_lr, dict):  # Meta-SGD: learned rate tensors
             return weights - self.inner_lr[name] * grads
         return torch.add(weights, grads, alpha=-self.inner_lr)
+
+
+_ELEMENTWISE = {torch.nn.ReLU: F.relu, torch.nn.Tanh: torch.tanh,
+                torch.nn.Sigmoid: torch.sigmoid, torch.nn.Identity: None}
+
+
+def _linear_plan(module):
+    """For a module that is exactly a chain of ``Linear`` layers and
+    parameter-free elementwise activations (``skmeta.nn.MLP``, or a
+    ``Sequential`` of them), its forward pass as a list of ``(op, weight
+    name, bias name)`` (op None: a linear layer); None for any other module,
+    which then runs through ``functional_call``."""
+    from ..nn import MLP
+    if type(module) is MLP:
+        children = [(f"body.{name}", child)
+                    for name, child in module.body.named_children()]
+        children.append(("head", module.head))
+    elif type(module) is torch.nn.Sequential:
+        children = list(module.named_children())
+    else:
+        return None
+    plan = []
+    for name, child in children:
+        if type(child) is torch.nn.Linear:
+            plan.append((None, f"{name}.weight",
+                         None if child.bias is None else f"{name}.bias"))
+        elif type(child) in _ELEMENTWISE and not list(child.parameters()):
+            if _ELEMENTWISE[type(child)] is not None:
+                plan.append((_ELEMENTWISE[type(child)], None, None))
+        else:
+            return None
+    return plan
 
 
 def adapted_names(module, algorithm):
@@ -245,6 +332,7 @@ class MAMLNet(SkmetaNet):
         self.adapted_ = adapted_names(self.module_, self.algorithm)
         if self.algorithm == "metasgd":
             self.inner_rates_ = InnerRates(self.module_, self.inner_lr)
+        self._chunk_plans = {}  # work per task, by task shape: probed once
         return self
 
     def functional_learner(self):
@@ -302,19 +390,30 @@ class MAMLNet(SkmetaNet):
         return loss, _outputs(learner, outputs, chunk)
 
     def resolve_chunk_size(self, group, learner):
-        return chunk_size(self.chunk_size, learner, group, self.inner_steps)
+        plans = self.__dict__.setdefault("_chunk_plans", {})
+        return chunk_size(self.chunk_size, learner, group, self.inner_steps, plans)
 
 
-def chunk_size(size, learner, group, steps):
+def chunk_size(size, learner, group, steps, plans=None):
     """Tasks processed together: ``size``, or with "auto" as many as keep an
     estimate of their parameter copies and activations under a fixed budget
-    (so memory does not grow with the meta-batch)."""
+    (so memory does not grow with the meta-batch).
+
+    ``plans``, a dict, caches the estimate per task shape (the module's
+    activations are probed with a forward pass once per shape, not once per
+    meta-batch)."""
     if size != "auto":
         return size
-    n_adapted = sum(p.numel() for p in learner.init.values())
-    rows = steps * group.X_support.shape[1] + group.X_query.shape[1]
-    per_task = (2 * (steps + 1) * n_adapted
-                + 2 * rows * _activations_per_row(learner.module, group))
+    key = (group.X_support.shape[1:], group.X_query.shape[1:], group.n_way, steps,
+           len(learner.init))
+    per_task = None if plans is None else plans.get(key)
+    if per_task is None:
+        n_adapted = sum(p.numel() for p in learner.init.values())
+        rows = steps * group.X_support.shape[1] + group.X_query.shape[1]
+        per_task = (2 * (steps + 1) * n_adapted
+                    + 2 * rows * _activations_per_row(learner.module, group))
+        if plans is not None:
+            plans[key] = per_task
     return max(1, min(len(group), _CHUNK_BUDGET // per_task))
 
 
