@@ -34,27 +34,50 @@ from ._nets import Training, fit_net
 from ._routing import RoutedParamsMixin
 from ._scaling import TaskScaler
 
-COMMON_PARAMS = """\
+
+def shared_params_doc(max_epochs=10, meta_batch_size=8, meta_lr=1e-3,
+                      validation_fraction=None, routed="module"):
+    """The docstring entries of the shared parameters, with a learner's
+    defaults (``max_epochs=None`` leaves out the training schedule, for
+    learners that document their own)."""
+    schedule = ("" if max_epochs is None else
+                (_AUTO_EPOCHS if max_epochs == "auto" else
+                 f"""\
+    max_epochs : int or "auto", default={max_epochs}
+        Passes over the training task collection; "auto" as described for
+        :class:`skmeta.MAMLRegressor`.
+""") + f"""\
+    meta_batch_size : int, default={meta_batch_size}
+        Tasks per meta-update.
+    meta_lr : float, default={meta_lr}
+        Adam's learning rate for the meta-update.
+""")
+    held_out = ("" if validation_fraction is None else
+                "\n        ``max_epochs=\"auto\"`` stops early on it.")
+    kwargs = ("``module__<name>`` parameters, passed to the module's constructor."
+              if routed == "module" else routed)
+    return schedule + f"""\
     shuffle : bool, default=True
         Whether each epoch visits the training items in a new order (seeded
         by ``random_state``); False keeps the collection's order.
-    validation_fraction : float or None, default=None
+    validation_fraction : float or None, default={validation_fraction}
         Fraction of the training items held out to report ``valid_loss``
-        each epoch (use with :class:`skorch.callbacks.EarlyStopping`).
+        each epoch (use with :class:`skorch.callbacks.EarlyStopping`).{held_out}
     device : str or torch.device, default="cpu"
         Torch device for training ("cuda" for a GPU); adapted estimators run
         on the CPU.
     callbacks : list of skorch callbacks or None, default=None
         E.g. early stopping, checkpoints, learning-rate schedules.
     verbose : int, default=0
-        If positive, print an epoch log and a progress bar.
+        If positive, print an epoch log (and, on a terminal, a progress bar).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, training order and task splits.
     **kwargs
-        ``module__<name>`` parameters, passed to the module's constructor.
+        {kwargs}
 """
 
-AUTO_EPOCHS_DOC = """\
+
+_AUTO_EPOCHS = """\
     max_epochs : int or "auto", default="auto"
         Passes over the training task collection. "auto" sizes training in
         meta-updates rather than passes, so that small collections get
@@ -65,14 +88,6 @@ AUTO_EPOCHS_DOC = """\
         than 5 tasks hold none out).
 """
 
-SHARED_PARAMS = """\
-    max_epochs : int, default={max_epochs}
-        Passes over the training task collection.
-    meta_batch_size : int, default={meta_batch_size}
-        Tasks per meta-update.
-    meta_lr : float, default={meta_lr}
-        Adam's learning rate for the meta-update.
-""" + COMMON_PARAMS.replace("{", "{{").replace("}", "}}")
 
 def standardize_doc(default, what, undo=""):
     """The docstring entry of a ``standardize`` parameter."""

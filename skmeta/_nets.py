@@ -15,13 +15,15 @@ import contextlib
 import copy
 import inspect
 import os
+import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import PassthroughScoring, ProgressBar
+from skorch.callbacks import PassthroughScoring, PrintLog, ProgressBar
 from skorch.dataset import ValidSplit
 from torch.utils.data import DataLoader, Dataset
 
@@ -134,7 +136,9 @@ class SkmetaNet(NeuralNet):
         return X if isinstance(X, Dataset) else TaskDataset(X)
 
     def get_default_callbacks(self):
-        return [*super().get_default_callbacks(),
+        defaults = [(name, PlainPrintLog() if name == "print_log" else callback)
+                    for name, callback in super().get_default_callbacks()]
+        return [*defaults,
                 ("train_acc", PassthroughScoring("train_acc", lower_is_better=False,
                                                  on_train=True)),
                 ("valid_acc", PassthroughScoring("valid_acc", lower_is_better=False))]
@@ -219,12 +223,30 @@ class SkmetaNet(NeuralNet):
         return distributed.reduce_share(loss, n_items, parameters)
 
 
+class PlainPrintLog(PrintLog):
+    """skorch's epoch log, without colour codes when the output is not a
+    terminal (a log file, a notebook's captured stream)."""
+
+    def format_row(self, row, key, color):
+        text = super().format_row(row, key, color)
+        if isinstance(text, str) and not _is_terminal():
+            return _ANSI.sub("", text)
+        return text
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _is_terminal():
+    return getattr(sys.stdout, "isatty", lambda: False)()
+
+
 def check_finite_loss(net, loss):
     """Stop a skorch net's training with a clear error on a non-finite loss,
     before the optimiser step (the learner that called ``fit`` is then left
     as it was before)."""
     if not torch.isfinite(loss):
-        epoch, step = len(net.history), len(net.history[-1, "batches"]) + 1
+        epoch, step = len(net.history), len(net.history[-1, "batches"])
         raise FloatingPointError(
             f"The loss became {loss.item()} in epoch {epoch}, batch {step}; "
             "training stopped and the learner is left as it was before fit. A "
@@ -322,7 +344,9 @@ class UntrainedWarning(UserWarning):
 
 
 def _steps_taken(net):
-    return sum(len(epoch["batches"]) for epoch in net.history)
+    """Batches whose step completed (skorch opens a batch's row before it)."""
+    return sum(1 for epoch in net.history for batch in epoch["batches"]
+               if "train_loss" in batch)
 
 
 def _training_params(training, seed):
@@ -332,9 +356,9 @@ def _training_params(training, seed):
     if training.repeats > 1:
         split = RepeatedTrainSplit(split, training.repeats)
     callbacks = list(training.callbacks or [])
-    if training.verbose and not any(isinstance(_callback(c), ProgressBar)
-                                    for c in callbacks):
-        callbacks.append(ProgressBar())
+    if training.verbose and _is_terminal() and not any(
+            isinstance(_callback(c), ProgressBar) for c in callbacks):
+        callbacks.append(ProgressBar())  # \r updates belong on a terminal only
     return dict(optimizer=torch.optim.Adam, lr=training.lr,
                 max_epochs=training.max_epochs, batch_size=training.batch_size,
                 train_split=split, callbacks=callbacks, verbose=training.verbose,

@@ -65,16 +65,21 @@ class PooledNet(SkmetaNet):
 
 def predict_rows(module, X, batch_size=1024):
     """A module's outputs for rows ``X`` (numpy), in eval mode, without
-    gradients, batch by batch, as a float64 array."""
+    gradients, batch by batch into one preallocated float64 array (so memory
+    stays that of the output plus one batch's activations)."""
     device = next(module.parameters(), torch.empty(0)).device
     training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            return np.concatenate([
-                module(torch.as_tensor(X[i:i + batch_size], device=device)
-                       ).double().cpu().numpy()
-                for i in range(0, len(X), batch_size)])
+            out = None
+            for start in range(0, len(X), batch_size):
+                rows = module(torch.as_tensor(X[start:start + batch_size],
+                                              device=device)).double().cpu()
+                if out is None:
+                    out = np.empty((len(X), *rows.shape[1:]))
+                out[start:start + len(rows)] = rows.numpy()
+            return out if out is not None else np.empty((0, 0))
     finally:
         module.train(training)
 

@@ -7,11 +7,14 @@ query set. Because tasks are the samples, scikit-learn's model selection
 (``GridSearchCV``, ``cross_val_score``) splits task collections unchanged.
 """
 
+import inspect
 from numbers import Integral
 
 import numpy as np
+import torch
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import metadata_routing
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -76,6 +79,12 @@ class MetaLearnerMixin(VersionedPickleMixin):
     """
 
     _task_type = "classification"
+    # Task lists are the samples, not metadata: no set_*_request methods.
+    __metadata_request__fit = {"tasks": metadata_routing.UNUSED}
+    __metadata_request__partial_fit = {"tasks": metadata_routing.UNUSED,
+                                       "classes": metadata_routing.UNUSED}
+    __metadata_request__predict = {"tasks": metadata_routing.UNUSED}
+    __metadata_request__score = {"tasks": metadata_routing.UNUSED}
 
     def fit(self, tasks, y=None):
         """Meta-train on a task collection.
@@ -223,7 +232,49 @@ class MetaRegressorMixin(MetaLearnerMixin, RegressorMixin):
         return float(1 - error / spread)
 
 
-class AdaptedClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
+def check_float32_range(values, name):
+    """Raise if finite ``values`` overflow float32, the precision skmeta's
+    networks compute in."""
+    if np.abs(np.asarray(values, dtype=np.float64)).max(initial=0) > np.finfo(
+            np.float32).max:
+        raise ValueError(
+            f"{name} holds values that overflow float32 (beyond "
+            f"{np.finfo(np.float32).max:.3g}), the precision skmeta computes in; "
+            "rescale them.")
+
+
+class ShortReprMixin:
+    """A scikit-learn repr in which torch modules and fitted estimators given
+    as parameters show as ``Name(...)``, so that printing an adapted
+    estimator does not print a whole network."""
+
+    def __repr__(self, N_CHAR_MAX=700):
+        defaults = {name: p.default for name, p in
+                    inspect.signature(type(self).__init__).parameters.items()}
+        shown = [f"{name}={_short(value)}" for name, value in
+                 self.get_params(deep=False).items()
+                 if not (name in defaults and _same(value, defaults[name]))]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _short(value):
+    if isinstance(value, (torch.nn.Module, np.ndarray)) or hasattr(value, "classes_"):
+        return f"{type(value).__name__}(...)"
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_short(v) for v in value) + ("," if len(value) == 1
+                                                          else "") + ")"
+    return repr(value)
+
+
+def _same(value, default):
+    return value is default or (isinstance(value, (str, int, float, bool))
+                                and type(value) is type(default) and value == default)
+
+
+class AdaptedClassifier(VersionedPickleMixin, ShortReprMixin, ClassifierMixin,
+                        BaseEstimator):
     """Base class of the per-task classifiers that ``adapt`` returns.
 
     Handles scikit-learn's input validation and the mapping between the
@@ -285,7 +336,8 @@ class AdaptedClassifier(VersionedPickleMixin, ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(proba, axis=1)]
 
 
-class AdaptedRegressor(VersionedPickleMixin, RegressorMixin, BaseEstimator):
+class AdaptedRegressor(VersionedPickleMixin, ShortReprMixin, RegressorMixin,
+                       BaseEstimator):
     """Base class of the per-task regressors that ``adapt`` returns.
 
     Handles scikit-learn's input validation; subclasses implement
@@ -305,14 +357,8 @@ class AdaptedRegressor(VersionedPickleMixin, RegressorMixin, BaseEstimator):
         self : object
         """
         X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
-        with np.errstate(over="ignore"):
-            y = y.astype(np.float32)
-        if not np.isfinite(y).all():  # finite in float64, beyond float32's range
-            raise ValueError(
-                "y holds values that overflow float32 (beyond "
-                f"{np.finfo(np.float32).max:.3g}), the precision skmeta computes "
-                "in; rescale the targets.")
-        self._fit_array(X, y)
+        check_float32_range(y, "y")
+        self._fit_array(X, y.astype(np.float32))
         return self
 
     def predict(self, X):

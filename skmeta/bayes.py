@@ -22,7 +22,12 @@ from . import distributed
 from ._learner import SHARED_CONSTRAINTS, TorchLearner
 from ._nets import NetSpec, SkmetaNet, TaskDataset, frozen_copy
 from ._scaling import TaskScaler
-from .base import N_JOBS_CONSTRAINT, AdaptedRegressor, MetaRegressorMixin
+from .base import (
+    N_JOBS_CONSTRAINT,
+    AdaptedRegressor,
+    MetaRegressorMixin,
+    check_float32_range,
+)
 from .nn import MLP
 
 
@@ -338,6 +343,8 @@ class BayesianLinearRegressor(AdaptedRegressor):
         """
         self._validate_params()
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        check_float32_range(X, "X")
+        check_float32_range(y, "y")
         self._fit_array(X, y)
         return self
 
@@ -358,6 +365,7 @@ class BayesianLinearRegressor(AdaptedRegressor):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
+        check_float32_range(X, "X")
         mean, std = self._predictive(X)
         return (mean, std) if return_std else mean
 

@@ -211,7 +211,8 @@ def test_maml_regressor_beats_the_pretrained_baseline_on_sinusoids():
     test = make_sinusoid_tasks(100, random_state=1)
     model = MAMLRegressor(module__hidden_sizes=(40, 40), inner_lr=0.01,
                           meta_batch_size=25, meta_lr=3e-3, max_epochs=2,
-                          test_inner_steps=10, random_state=0).fit(train)
+                          test_inner_steps=10, standardize=False,
+                          validation_fraction=None, random_state=0).fit(train)
     ours = query_mse(lambda t: model.adapt(t.X_support, t.y_support), test)
     baseline = pretrained_baseline_mse(train, test, 10, 0.01)
     print(f"sinusoid MSE after 10 steps: MAML {ours:.3f}, baseline {baseline:.3f}")
@@ -220,6 +221,36 @@ def test_maml_regressor_beats_the_pretrained_baseline_on_sinusoids():
                           - t.y_query).sum() for t in test[:5])
     spread = sum(np.square(t.y_query - t.y_query.mean()).sum() for t in test[:5])
     assert model.score(test[:5]) == pytest.approx(1 - error / spread, rel=1e-5)
+
+
+def test_default_regressor_halves_the_support_mean_error_on_sinusoids():
+    """With default parameters (raw targets standardised, "auto" training
+    budget), MAMLRegressor reaches at most half the query MSE of predicting
+    each new task's support mean."""
+    model = MAMLRegressor(random_state=0).fit(make_sinusoid_tasks(1000,
+                                                                  random_state=0))
+    test = make_sinusoid_tasks(100, random_state=1)
+    ours = query_mse(lambda t: model.adapt(t.X_support, t.y_support), test)
+    support_mean = np.mean([np.mean((t.y_query - t.y_support.mean()) ** 2)
+                            for t in test])
+    assert ours < 0.5 * support_mean
+
+
+def test_raw_targets_give_the_standardised_model_in_user_units():
+    """Targets in other units (x 1000, shifted) give the same predictions in
+    those units: the learner standardises with the training tasks'
+    statistics and maps back."""
+    tasks = make_sinusoid_tasks(60, random_state=0)
+    scaled = [Task(t.X_support * 100 + 7, t.y_support * 1000 - 5e4,
+                   t.X_query * 100 + 7, t.y_query * 1000 - 5e4) for t in tasks]
+    params = dict(module__hidden_sizes=(16,), max_epochs=2, random_state=0)
+    plain = MAMLRegressor(**params).fit(tasks[:50])
+    raw = MAMLRegressor(**params).fit(scaled[:50])
+    for task, big in zip(tasks[50:], scaled[50:], strict=True):
+        np.testing.assert_allclose(
+            raw.adapt(big.X_support, big.y_support).predict(big.X_query),
+            plain.adapt(task.X_support, task.y_support).predict(task.X_query)
+            * 1000 - 5e4, rtol=1e-3, atol=0.5)
 
 
 def test_batched_predict_and_score_equal_per_task_adapt(maml, test_tasks):
@@ -324,8 +355,8 @@ def test_diverging_adaptation_raises_instead_of_predicting_nan(maml, test_tasks)
     diverging = maml.adapt(task.X_support, task.y_support).set_params(
         inner_lr=1e30, inner_steps=3)
     with pytest.raises(FloatingPointError, match=re.escape(
-            "Task 0: adaptation diverged (non-finite weights) within 3 gradient "
-            "steps with inner_lr=1e+30; use fewer test_inner_steps")):
+            "Task 0: adaptation diverged (non-finite weights or support loss) "
+            "within 3 gradient steps with inner_lr=1e+30; use a smaller inner_lr")):
         diverging.fit(task.X_support, task.y_support)
     model = copy.deepcopy(maml)
     model.inner_lr_ = 1e30  # as if meta-training had learned a huge rate
@@ -339,3 +370,105 @@ def test_maml_on_digits_is_compared_with_raw_centroid(maml, test_tasks):
     centroid = np.mean([PrototypeClassifier().fit(t.X_support, t.y_support)
                         .score(t.X_query, t.y_query) for t in test_tasks])
     assert 0.35 < maml.score(test_tasks) < centroid + 0.1
+
+
+# ---------------------------------------------------------------------------
+# speed paths: each equals the general one
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "anil"])
+def test_single_task_fast_path_equals_the_batched_adaptation(algorithm, train_tasks,
+                                                              test_tasks):
+    model = MAMLClassifier(algorithm=algorithm, inner_lr=0.5, max_epochs=1,
+                           test_inner_steps=3, random_state=0).fit(train_tasks[:32])
+    task = test_tasks[0]
+    clf = model.adapt(task.X_support, task.y_support)
+    learner = FunctionalLearner(model.module_, model.inner_lr_, model.adapted_)
+    group = group_tasks(model._scaled([task], model.scaler_), True)[0]
+    with torch.enable_grad():
+        batched = learner.adapt(group.X_support, group.y_support, group.n_way, 3,
+                                track=False)
+    assert set(clf.weights_) == set(batched)
+    for name, weights in clf.weights_.items():
+        torch.testing.assert_close(weights, batched[name][0], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        outputs = learner.forward(batched, group.X_query)[0]
+    expected = torch.softmax(outputs.double(), -1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(task.X_query), expected, atol=1e-5)
+    # lists take scikit-learn's full validation: the same result
+    slow = model.adapt(task.X_support.tolist(), task.y_support.tolist())
+    np.testing.assert_allclose(slow.predict_proba(task.X_query.tolist()),
+                               clf.predict_proba(task.X_query), atol=1e-6)
+
+
+def test_fast_validation_leaves_errors_to_the_full_one(maml, test_tasks):
+    task = test_tasks[0]
+    bad = task.X_support.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        maml.adapt(bad, task.y_support)
+    with pytest.raises(ValueError, match="one class"):
+        maml.adapt(task.X_support, np.zeros(len(task.y_support), dtype=int))
+    clf = maml.adapt(task.X_support, task.y_support)
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(task.X_query[:, :3])
+    regressor = MAMLRegressor(tiny_net(), inner_lr=0.1, max_epochs=1,
+                              random_state=0).fit(tiny_regression_tasks())
+    X, y = np.ones((3, 2)), np.array([1.0, 2.0, 1e39])
+    with pytest.raises(ValueError, match="overflow float32"):
+        regressor.adapt(X, y)
+    fast = regressor.adapt(X, y[:2].repeat(2)[:3]).predict(X)
+    slow = regressor.adapt(X.tolist(), y[:2].repeat(2)[:3].tolist()).predict(X.tolist())
+    np.testing.assert_allclose(fast, slow, rtol=1e-6)
+
+
+def test_linear_plan_equals_functional_call():
+    from skmeta.maml._core import _linear_plan
+    X = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    for module in (MLP(5, (7, 3), 2), MLP(5, (4,)),
+                   torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Tanh(),
+                                       torch.nn.Linear(3, 2, bias=False))):
+        learner = FunctionalLearner(module, 0.1)
+        assert learner._plan is not None
+        weights = {k: w + 0.01 for k, w in learner.init.items()}
+        expected = torch.func.functional_call(module, weights, (X,))
+        torch.testing.assert_close(learner._call(weights, X), expected)
+    odd = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Dropout(),
+                              torch.nn.Linear(3, 2))
+    assert _linear_plan(odd) is None
+
+
+def test_predict_adapts_all_tasks_batched_not_one_by_one(maml, test_tasks,
+                                                         monkeypatch):
+    expected = [maml.adapt(t.X_support, t.y_support).predict(t.X_query)
+                for t in test_tasks[:4]]
+
+    def refuse(*args):
+        raise AssertionError("predict adapted a task on its own")
+
+    monkeypatch.setattr(maml, "_adapt", refuse)
+    for ours, theirs in zip(maml.predict(test_tasks[:4]), expected, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_chunk_plan_is_probed_once_per_task_shape_and_changes_nothing(monkeypatch):
+    from skmeta.maml import _core
+    probes = []
+    probe = _core._activations_per_row
+    monkeypatch.setattr(_core, "_activations_per_row",
+                        lambda *args: probes.append(1) or probe(*args))
+    tasks = tiny_regression_tasks() * 2
+    model = MAMLRegressor(tiny_net(), inner_lr=0.3, inner_steps=2)
+    tasks = model._check_tasks(tasks)
+    net = untrained_net(model, tasks)
+    gradients = []
+    for _ in range(3):  # three meta-batches of the same two shapes
+        net.module_.zero_grad()
+        net.batch_loss(net.collate(tasks), training=True)
+        gradients.append([p.grad.clone() for p in net.module_.parameters()])
+    assert len(probes) == 2  # one per shape, not one per meta-batch
+    net._chunk_plans.clear()
+    net.module_.zero_grad()
+    net.batch_loss(net.collate(tasks), training=True)
+    for cached, fresh in zip(gradients[-1], net.module_.parameters(), strict=True):
+        torch.testing.assert_close(cached, fresh.grad)

@@ -143,10 +143,19 @@ def test_conv_embedding_reads_flat_rows(train_tasks, test_tasks):
                            max_epochs=1).fit(train_tasks[:4])
 
 
-def test_verbose_fit_shows_progress_bar_and_log(train_tasks, capsys):
-    ProtoNetClassifier(max_epochs=1, verbose=1, random_state=0).fit(train_tasks[:16])
+def test_verbose_fit_logs_plainly_off_a_terminal(train_tasks, capsys):
+    ProtoNetClassifier(max_epochs=2, verbose=1, random_state=0).fit(train_tasks[:16])
     out, err = capsys.readouterr()
-    assert "train_loss" in out
+    assert "train_loss" in out and "\x1b[" not in out  # no colour codes in a log
+    assert "\r" not in err and "it/s" not in err  # no progress bar either
+
+
+def test_verbose_fit_shows_progress_bar_on_a_terminal(train_tasks, capsys,
+                                                        monkeypatch):
+    monkeypatch.setattr("skmeta._nets._is_terminal", lambda: True)
+    ProtoNetClassifier(max_epochs=2, verbose=1, random_state=0).fit(train_tasks[:16])
+    out, err = capsys.readouterr()
+    assert "train_loss" in out and "\x1b[" in out  # the best epoch in colour
     assert re.search(r"\d+/2 \[", err)  # tqdm: 16 tasks in 2 meta-batches
 
 

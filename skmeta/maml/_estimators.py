@@ -8,7 +8,12 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch.func import vmap
 
-from .._learner import SHARED_CONSTRAINTS, SHARED_PARAMS, TorchLearner
+from .._learner import (
+    SHARED_CONSTRAINTS,
+    TorchLearner,
+    shared_params_doc,
+    standardize_doc,
+)
 from .._nets import NetSpec, TaskDataset, frozen_copy
 from ..base import (
     AdaptedClassifier,
@@ -30,18 +35,63 @@ class _AdaptedMAML:
         return FunctionalLearner(self.module, self.inner_lr, self.adapted,
                                  self._classification)
 
+    # Single-task latency: clean NumPy input (2-D finite floats, 1-D labels
+    # or finite float targets) skips scikit-learn's generic validation, which
+    # costs more than the adaptation itself; anything else, and every error,
+    # goes through the base class's full validation.
+
+    def _clean_X(self, X, n_features=None):
+        if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f"
+                and X.shape[0] > 0 and X.shape[1] > 0
+                and (n_features is None or X.shape[1] == n_features)
+                and not hasattr(self, "feature_names_in_")):
+            return None
+        X = X.astype(np.float32, copy=False)
+        return X if np.isfinite(X).all() else None
+
+    def fit(self, X, y):
+        """Adapt to the task whose labelled examples are ``X``, ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self : object
+        """
+        clean = self._clean_X(X)
+        if (clean is None or not isinstance(y, np.ndarray) or y.shape != X.shape[:1]
+                or not self._fast_fit(clean, y)):
+            return super().fit(X, y)
+        return self
+
+    def _checked_X(self, X):
+        """X as float32 if clean for this fitted estimator, else None."""
+        if not hasattr(self, "weights_"):
+            return None
+        return self._clean_X(X, getattr(self, "n_features_in_", None))
+
+    def _scaled_X(self, X):
+        if self.scaler is None:
+            return X
+        return self.scaler.transform_X(X).astype(np.float32)
+
     def _adapt_weights(self, X, y, n_way):
-        X, y = torch.from_numpy(X)[None], torch.from_numpy(y)[None]
+        # one task: plain autograd, no vmap (equal to the batched path)
+        X, y = torch.from_numpy(self._scaled_X(X)), torch.from_numpy(y)
         learner = self._learner()
-        with torch.enable_grad():
-            fast = learner.adapt(X, y, n_way, self.inner_steps, track=False)
-        _check_adaptation(learner, fast, X, y, n_way, self.inner_steps, self.inner_lr)
-        self.weights_ = {name: w[0].detach() for name, w in fast.items()}
+        fast, before, after = learner.adapt_one(X, y, n_way, self.inner_steps)
+        _check_adaptation(learner, {name: w[None] for name, w in fast.items()},
+                          X[None], y[None], n_way, self.inner_steps, self.inner_lr,
+                          losses=(before[None], after[None]))
+        self.weights_ = fast
 
     def _outputs(self, X):
-        fast = {name: w[None] for name, w in self.weights_.items()}
+        X = torch.from_numpy(self._scaled_X(X))
         with torch.no_grad():
-            return self._learner().forward(fast, torch.from_numpy(X)[None])[0]
+            return self._learner().forward_one(self.weights_, X)
 
 
 # --- the inner-loop guard ----------------------------------------------------
@@ -50,7 +100,9 @@ class _AdaptedMAML:
 # _LOSS_GROWTH times, and more than _LOSS_MARGIN above, the loss before them:
 # an exploding inner loop may keep finite (if huge) weights that predict
 # nothing, so finiteness alone does not notice it.
-_LOSS_GROWTH, _LOSS_MARGIN = 10.0, 1.0
+# (Loose enough that an untrained network's first, overshooting inner steps on
+# real data are not mistaken for divergence: 2.5 -> 25 happens there.)
+_LOSS_GROWTH, _LOSS_MARGIN = 1e3, 10.0
 
 
 def _diverged(learner, fast, X, y, n_way):
@@ -70,8 +122,8 @@ def _diverged(learner, fast, X, y, n_way):
 def _verdict(fast, before, after):
     """Per task: diverged?, from the fast weights and the support losses."""
     with torch.no_grad():
-        finite = torch.cat([w.detach().flatten(1) for w in fast.values()],
-                           1).isfinite().all(1) & after.isfinite()
+        finite = torch.stack([w.detach().flatten(1).isfinite().all(1)
+                              for w in fast.values()]).all(0) & after.isfinite()
     runaway = (after > _LOSS_GROWTH * before) & (after > before + _LOSS_MARGIN)
     return before.isfinite() & (~finite | runaway)
 
@@ -88,10 +140,16 @@ def _rate(inner_lr):
             if isinstance(inner_lr, dict) else f"inner_lr={inner_lr}")
 
 
-def _check_adaptation(learner, fast, X, y, n_way, steps, inner_lr, index=(0,)):
+def _check_adaptation(learner, fast, X, y, n_way, steps, inner_lr, index=(0,),
+                      losses=None):
     """Raise FloatingPointError, naming the task and ``inner_lr``, if the
-    inner loop diverged in any task (see :func:`_diverged`)."""
-    diverged, before, after = _diverged(learner, fast, X, y, n_way)
+    inner loop diverged in any task (see :func:`_diverged`); ``losses``, the
+    support losses (before, after) when already known, saves computing
+    them."""
+    if losses is None:
+        diverged, before, after = _diverged(learner, fast, X, y, n_way)
+    else:
+        (before, after), diverged = losses, _verdict(fast, *losses)
     if diverged.any():
         position = int(diverged.nonzero()[0])
         raise FloatingPointError(
@@ -108,9 +166,10 @@ class _GuardedLearner(FunctionalLearner):
     net = None  # the MAMLNet training with it
 
     def adapt(self, X, y, n_way, steps, create_graph=False, track=True):
-        fast = super().adapt(X, y, n_way, steps, create_graph=create_graph,
-                             track=track)
-        diverged, before, after = _diverged(self, fast, X, y, n_way)
+        fast, before, after = super().adapt(X, y, n_way, steps,
+                                            create_graph=create_graph, track=track,
+                                            losses=True)
+        diverged = _verdict(fast, before, after)
         if diverged.any():
             position = int(diverged.nonzero()[0])
             epoch = len(self.net.history)
@@ -150,6 +209,10 @@ _ADAPTED_PARAMS = """
     adapted : list of str or None, default=None
         Names of the parameters ``fit`` adapts (ANIL: the head's); None
         adapts all.
+    scaler : TaskScaler or None, default=None
+        The meta-learner's training-task statistics: features (and, for
+        regression, targets) are standardised with them, and predictions
+        returned in the user's units. None uses the data as given.
 """
 
 
@@ -178,11 +241,38 @@ class MAMLAdaptedClassifier(_AdaptedMAML, AdaptedClassifier):
     ['a']
     """
 
-    def __init__(self, module, inner_lr=0.1, inner_steps=1, adapted=None):
+    def __init__(self, module, inner_lr=0.1, inner_steps=1, adapted=None,
+                 scaler=None):
         self.module = module
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.adapted = adapted
+        self.scaler = scaler
+
+    def _fast_fit(self, X, y):
+        if y.dtype.kind not in "iubUS":
+            return False
+        classes, encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            return False
+        self.n_features_in_, self.classes_ = X.shape[1], classes
+        self._fit_encoded(X, encoded)
+        return True
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        clean = self._checked_X(X)
+        return (super().predict_proba(X) if clean is None
+                else self._predict_proba(clean))
 
     def _fit_encoded(self, X, y):
         self._adapt_weights(X, y, len(self.classes_))
@@ -216,17 +306,48 @@ class MAMLAdaptedRegressor(_AdaptedMAML, AdaptedRegressor):
 
     _classification = False
 
-    def __init__(self, module, inner_lr=0.1, inner_steps=1, adapted=None):
+    def __init__(self, module, inner_lr=0.1, inner_steps=1, adapted=None,
+                 scaler=None):
         self.module = module
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.adapted = adapted
+        self.scaler = scaler
+
+    def _fast_fit(self, X, y):
+        if y.dtype.kind != "f":
+            return False
+        with np.errstate(over="ignore"):  # overflow: the full path's error
+            y = y.astype(np.float32)
+        if not np.isfinite(y).all():
+            return False
+        self.n_features_in_ = X.shape[1]
+        self._fit_array(X, y)
+        return True
+
+    def predict(self, X):
+        """Predicted target of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        clean = self._checked_X(X)
+        return super().predict(X) if clean is None else self._predict(clean)
 
     def _fit_array(self, X, y):
+        if self.scaler is not None:
+            y = self.scaler.transform_y(y).astype(np.float32)
         self._adapt_weights(X, y, 0)
 
     def _predict(self, X):
-        return self._outputs(X).reshape(len(X)).double().numpy()
+        predicted = self._outputs(X).reshape(len(X)).double().numpy()
+        return (predicted if self.scaler is None
+                else self.scaler.inverse_transform_y(predicted))
 
 
 class _MAMLLearner(TorchLearner):
@@ -243,15 +364,16 @@ class _MAMLLearner(TorchLearner):
     }
 
     def __init__(self, module=None, *, algorithm="maml", inner_lr=0.1,
-                 inner_steps=1, test_inner_steps=None, max_epochs=10,
-                 meta_batch_size=16, meta_lr=1e-3, chunk_size="auto", shuffle=True,
-                 validation_fraction=None, device="cpu", callbacks=None,
-                 verbose=0, random_state=None, **kwargs):
+                 inner_steps=1, test_inner_steps=None, standardize=True,
+                 max_epochs="auto", meta_batch_size=16, meta_lr=1e-3,
+                 chunk_size="auto", shuffle=True, validation_fraction=0.2, device="cpu",
+                 callbacks=None, verbose=0, random_state=None, **kwargs):
         self.module = module
         self.algorithm = algorithm
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.test_inner_steps = test_inner_steps
+        self.standardize = standardize
         self.max_epochs = max_epochs
         self.meta_batch_size = meta_batch_size
         self.meta_lr = meta_lr
@@ -297,24 +419,26 @@ class _MAMLLearner(TorchLearner):
         adapted = (MAMLAdaptedClassifier if self._classification
                    else MAMLAdaptedRegressor)
         return adapted(self.module_, inner_lr=self.inner_lr_,
-                       inner_steps=self._test_steps,
-                       adapted=self.adapted_).fit(X_support, y_support)
+                       inner_steps=self._test_steps, adapted=self.adapted_,
+                       scaler=self.scaler_).fit(X_support, y_support)
 
     def _predict_tasks(self, tasks):
         """All tasks adapted together, batched as in meta-training; equal to
         ``adapt(X_support, y_support).predict(X_query)`` per task."""
         learner = FunctionalLearner(self.module_, self.inner_lr_, self.adapted_,
                                     self._classification)
+        tasks = self._scaled(tasks, self.scaler_)
         predictions = [None] * len(tasks)
         for group in group_tasks(tasks, self._classification):
             size = chunk_size(self.chunk_size, learner, group, self._test_steps)
             for chunk in group.chunks(size):
                 with torch.enable_grad():
-                    fast = learner.adapt(chunk.X_support, chunk.y_support,
-                                         chunk.n_way, self._test_steps, track=False)
+                    fast, *losses = learner.adapt(
+                        chunk.X_support, chunk.y_support, chunk.n_way,
+                        self._test_steps, track=False, losses=True)
                 _check_adaptation(learner, fast, chunk.X_support, chunk.y_support,
                                   chunk.n_way, self._test_steps, self.inner_lr_,
-                                  chunk.index)
+                                  chunk.index, losses=losses)
                 with torch.no_grad():
                     outputs = learner.forward(fast, chunk.X_query)
                 for i, index in enumerate(chunk.index):
@@ -323,12 +447,15 @@ class _MAMLLearner(TorchLearner):
 
     def _decode(self, outputs, chunk, i):
         if not self._classification:
-            return outputs.reshape(-1).double().numpy()
+            predicted = outputs.reshape(-1).double().numpy()
+            return (predicted if self.scaler_ is None
+                    else self.scaler_.inverse_transform_y(predicted))
         logits = FunctionalLearner.logits(outputs, chunk.n_way)
         return chunk.classes[i][logits.argmax(-1).numpy()]
 
 
-_SHARED = SHARED_PARAMS.format(max_epochs=10, meta_batch_size=16, meta_lr=1e-3)
+_SHARED = shared_params_doc(max_epochs="auto", meta_batch_size=16,
+                            validation_fraction=0.2)
 
 _LEARNER_PARAMS = """
     Parameters
@@ -355,7 +482,7 @@ _LEARNER_PARAMS = """
     test_inner_steps : int or None, default=None
         Gradient steps taken by ``adapt``, ``predict`` and ``score``; None
         means ``inner_steps``.
-    chunk_size : int or "auto", default="auto"
+{standardize}    chunk_size : int or "auto", default="auto"
         Tasks adapted together in one vectorised pass; a meta-batch is
         processed in chunks whose meta-gradients are summed, so memory does
         not grow with ``meta_batch_size``. "auto" sizes chunks from the
@@ -371,6 +498,8 @@ _LEARNER_PARAMS = """
         The inner learning rate; Meta-SGD's learned rates per parameter.
     adapted_ : list of str or None
         Names of the parameters adaptation changes (None: all).
+    scaler_ : TaskScaler or None
+        The training tasks' statistics (None if ``standardize=False``).
     history_ : skorch.History
         Losses{acc} per epoch.
     n_features_in_ : int
@@ -396,7 +525,9 @@ class MAMLClassifier(MetaClassifierMixin, _MAMLLearner):
     class layout, and for regression.
     """ + _LEARNER_PARAMS.format(
         outputs="the largest number of classes in a training task",
-        acc=" and query accuracies", shared=_SHARED) + """
+        acc=" and query accuracies", shared=_SHARED,
+        standardize=standardize_doc(
+            default=True, what="features", undo="")) + """
     Examples
     --------
     >>> from skmeta import MAMLClassifier
@@ -412,6 +543,9 @@ class MAMLClassifier(MetaClassifierMixin, _MAMLLearner):
     (25,)
     """
 
+    # MetaLearnerMixin's per-task default comes first in the MRO
+    _predict_tasks = _MAMLLearner._predict_tasks
+
 
 class MAMLRegressor(MetaRegressorMixin, _MAMLLearner):
     __doc__ = """Model-agnostic meta-learning for few-shot regression.
@@ -423,7 +557,11 @@ class MAMLRegressor(MetaRegressorMixin, _MAMLLearner):
     ``algorithm``. Tasks of a meta-batch are adapted together
     (``torch.func.vmap``). ``adapt`` returns a :class:`MAMLAdaptedRegressor`;
     ``score`` is the mean R² over tasks.
-    """ + _LEARNER_PARAMS.format(outputs="one output", acc="", shared=_SHARED) + """
+    """ + _LEARNER_PARAMS.format(
+        outputs="one output", acc="", shared=_SHARED,
+        standardize=standardize_doc(
+            default=True, what="features and targets",
+            undo=" (predictions are returned in the user's units)")) + """
     Examples
     --------
     >>> from skmeta import MAMLRegressor
@@ -435,3 +573,6 @@ class MAMLRegressor(MetaRegressorMixin, _MAMLLearner):
     ...     tasks[0].X_query).shape
     (10,)
     """
+
+    # MetaLearnerMixin's per-task default comes first in the MRO
+    _predict_tasks = _MAMLLearner._predict_tasks
