@@ -9,7 +9,6 @@ import torch
 from joblib import Parallel, delayed
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone
-from sklearn.cluster import KMeans
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
@@ -467,6 +466,8 @@ class MetaFusionClassifier(MetaClassifierMixin, BaseEstimator):
         moments = np.array([np.concatenate([(X.mean(0) - center) / scale,
                                             X.std(0) / scale])
                             for X, _ in map(labelled_examples, tasks)])
+        from sklearn.cluster import KMeans  # lazy: 0.2 s at import
+
         kmeans = KMeans(limit, n_init=3, random_state=rng.randint(2**31))
         labels = kmeans.fit_predict(moments)
         return [np.flatnonzero(labels == k) for k in np.unique(labels)]

