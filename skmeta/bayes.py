@@ -19,7 +19,12 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import distributed
-from ._learner import SHARED_CONSTRAINTS, TorchLearner
+from ._learner import (
+    SHARED_CONSTRAINTS,
+    TorchLearner,
+    shared_params_doc,
+    standardize_doc,
+)
 from ._nets import NetSpec, SkmetaNet, TaskDataset, frozen_copy
 from ._scaling import TaskScaler
 from .base import (
@@ -426,7 +431,7 @@ def _silent(*args, **kwargs):
 
 
 class MetaBayesianRidge(MetaRegressorMixin, TorchLearner):
-    """Meta-learned Bayesian linear regression with a closed-form adaptation.
+    __doc__ = """Meta-learned Bayesian linear regression with a closed-form adaptation.
 
     ALPaCA (Harrison, Sharma and Pavone, 2018): a feature network ``phi``,
     a Gaussian prior over a linear head on ``(1, x, phi(x))`` and a noise
@@ -452,43 +457,13 @@ class MetaBayesianRidge(MetaRegressorMixin, TorchLearner):
         :class:`skmeta.nn.MLP` with ``hidden_sizes=(32, 32)``; its
         ``in_features`` is set from the data. Configure a class with
         ``module__<name>`` parameters.
-    standardize : bool, default=True
-        Standardise features and targets with the mean and standard
-        deviation of the pooled training tasks (predictions and standard
-        deviations are returned in the user's units), so raw data works.
-    max_epochs : int or "auto", default="auto"
-        Passes over the training task collection. "auto" sizes training by
-        meta-updates rather than passes, so that small collections get
-        enough of them: up to 2000 meta-updates, in epochs of about 50
-        (a small collection is passed over several times per epoch),
-        stopped early, with the best parameters restored, once the
-        held-out tasks' loss has not improved for 500 meta-updates (when
-        ``validation_fraction`` holds tasks out). An integer trains exactly
-        that many passes, with no early stopping of its own.
-    meta_batch_size : int, default=16
-        Tasks per meta-update.
-    meta_lr : float, default=1e-3
-        Adam's learning rate.
-    validation_fraction : float or None, default=0.2
-        Fraction of the training tasks held out to report ``valid_loss``
-        (their query rows' negative log-likelihood given their support
-        rows) each epoch, which ``max_epochs="auto"`` stops on; with few
-        training tasks the feature network can otherwise learn them by
-        heart. None, or a collection of fewer than 5 tasks, holds none out.
-    device : str, default="cpu"
-        Torch device for meta-training ("cuda" for a GPU). Adaptation runs
-        on the CPU.
-    callbacks : list of skorch callbacks or None, default=None
+""" + standardize_doc(True, "features and targets", " (predictions and standard "
+                     "deviations are returned in the user's units)") + """\
     n_jobs : int or None, default=None
         Parallel jobs for the per-task work of ``predict`` and ``score``,
         through joblib.
-    verbose : int, default=0
-        If positive, print an epoch log and a progress bar.
-    random_state : int, RandomState instance or None, default=None
-        Seeds weight initialisation, task order and support sizes.
-    **kwargs
-        ``module__<name>`` parameters, passed to the module's constructor.
-
+""" + shared_params_doc(max_epochs="auto", meta_batch_size=16,
+                        validation_fraction=0.2) + """
     Attributes
     ----------
     net_ : skorch.NeuralNet
