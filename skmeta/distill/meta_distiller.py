@@ -10,8 +10,8 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import HasMethods, Interval
 from skorch import NeuralNet
 
-from .._heads import EmbeddingHeadClassifier
-from .._learner import COMMON_PARAMS, SHARED_CONSTRAINTS, TorchLearner
+from .._heads import HEAD_CONSTRAINT, HEAD_DOC, EmbeddingHeadClassifier
+from .._learner import SHARED_CONSTRAINTS, TorchLearner, shared_params_doc
 from .._nets import fit_net, frozen_copy
 from .._pooled import without_head
 from ..base import MetaClassifierMixin
@@ -25,9 +25,10 @@ class MetaDistiller(MetaClassifierMixin, TorchLearner):
     ``fit`` trains (or takes) a teacher, then trains a small student network
     on the teacher's soft targets with Hinton et al.'s loss ``alpha *
     CE(student, y) + (1 - alpha) * T**2 * KL(softmax(teacher / T) ||
-    softmax(student / T))``. ``adapt`` fits a scikit-learn head (logistic
-    regression by default) on the student's L2-normalised embeddings of the
-    support set, as RFS does (Tian et al. 2020); it never runs the teacher.
+    softmax(student / T))``. ``adapt`` fits a head (the nearest class mean
+    by default, or logistic regression as in RFS, Tian et al. 2020) on the
+    student's L2-normalised embeddings of the support set; it never runs
+    the teacher.
 
     Two kinds of teacher:
 
@@ -65,9 +66,8 @@ class MetaDistiller(MetaClassifierMixin, TorchLearner):
     alpha : float, default=0.5
         Weight of the hard-label cross-entropy, in [0, 1]; ``alpha=1`` trains
         the student without the teacher's knowledge.
-    head : scikit-learn classifier or None, default=None
-        The per-task head fitted by ``adapt``; needs ``predict_proba``. None
-        means ``LogisticRegression(max_iter=1000)``.
+    """ + HEAD_DOC + """
+        A pooled teacher's ``adapt`` uses the same head.
     refit_teacher : bool, default=True
         If False and ``teacher`` is an already fitted meta-learner, it is used
         as it is (a copy) instead of being refitted. ``clone`` (and so
@@ -83,9 +83,8 @@ class MetaDistiller(MetaClassifierMixin, TorchLearner):
     meta_lr : float, default=1e-3
         Adam's learning rate for the student (and a module teacher); named
         as in skmeta's other learners.
-""" + COMMON_PARAMS.replace("``module__<name>`` parameters, passed to the module's "
-                          "constructor", "``teacher__<name>`` and ``student__<name>`` "
-                          "parameters") + """
+""" + shared_params_doc(max_epochs=None, routed="``teacher__<name>`` and "
+                      "``student__<name>`` parameters.") + """
     Attributes
     ----------
     teacher_ : meta-learner
@@ -128,12 +127,12 @@ class MetaDistiller(MetaClassifierMixin, TorchLearner):
         "student": [None, type, torch.nn.Module],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, 1, closed="both")],
-        "head": [HasMethods(["fit", "predict_proba"]), None],
+        "head": HEAD_CONSTRAINT,
         "refit_teacher": ["boolean"],
     }
 
     def __init__(self, teacher=None, student=None, *, temperature=4.0, alpha=0.5,
-                 head=None, refit_teacher=True, max_epochs=10, batch_size=64,
+                 head="centroid", refit_teacher=True, max_epochs=10, batch_size=64,
                  meta_batch_size=8, meta_lr=1e-3, shuffle=True,
                  validation_fraction=None, device="cpu", callbacks=None, verbose=0,
                  random_state=None, **kwargs):

@@ -3,10 +3,9 @@ to classify every training class at once, then give each new task a linear
 head on the network's L2-normalised embedding."""
 
 import numpy as np
-from sklearn.utils._param_validation import HasMethods
 
-from .._heads import EmbeddingHeadClassifier
-from .._learner import COMMON_PARAMS, SHARED_CONSTRAINTS, TorchLearner
+from .._heads import HEAD_CONSTRAINT, HEAD_DOC, EmbeddingHeadClassifier
+from .._learner import SHARED_CONSTRAINTS, TorchLearner, shared_params_doc
 from .._nets import Training, frozen_copy
 from .._pooled import pooled_spec, predict_rows, without_head
 from ..base import MetaClassifierMixin
@@ -20,8 +19,8 @@ class PooledEmbeddingClassifier(MetaClassifierMixin, TorchLearner):
 
     ``fit`` pools every task's support and query examples (tasks keep their
     original labels, so the pooled label set is known) and trains the
-    network to classify all pooled classes. ``adapt`` fits a scikit-learn
-    head (logistic regression by default) on the support set's
+    network to classify all pooled classes. ``adapt`` fits a head (the
+    nearest class mean by default) on the support set's
     L2-normalised embeddings, the network without its pooled-class head.
     "A good embedding is all you need": a strong few-shot baseline, and the
     default teacher of :class:`MetaDistiller`.
@@ -33,16 +32,14 @@ class PooledEmbeddingClassifier(MetaClassifierMixin, TorchLearner):
         classes, like :class:`skmeta.nn.MLP` and :class:`skmeta.nn.ConvNet`.
         None means ``MLP``; ``in_features`` and ``out_features`` are set from
         the data. Configure a class with ``module__<name>`` parameters.
-    head : scikit-learn classifier or None, default=None
-        The per-task head fitted by ``adapt``; None means
-        ``LogisticRegression(max_iter=1000)``.
+    """ + HEAD_DOC + """
     max_epochs : int, default=10
         Passes over the pooled examples.
     batch_size : int, default=64
         Examples per optimisation step.
     lr : float, default=1e-3
         Adam's learning rate.
-""" + COMMON_PARAMS + """
+""" + shared_params_doc(max_epochs=None) + """
     Attributes
     ----------
     classes_ : ndarray of shape (n_pooled_classes,)
@@ -73,9 +70,9 @@ class PooledEmbeddingClassifier(MetaClassifierMixin, TorchLearner):
     """
 
     _parameter_constraints = {**SHARED_CONSTRAINTS,
-                              "head": [HasMethods(["fit", "predict_proba"]), None]}
+                              "head": HEAD_CONSTRAINT}
 
-    def __init__(self, module=None, *, head=None, max_epochs=10, batch_size=64,
+    def __init__(self, module=None, *, head="centroid", max_epochs=10, batch_size=64,
                  lr=1e-3, shuffle=True, validation_fraction=None, device="cpu",
                  callbacks=None, verbose=0, random_state=None, **kwargs):
         self.module = module
