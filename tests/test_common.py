@@ -54,7 +54,11 @@ from skmeta._nets import UntrainedWarning
 from skmeta.base import MetaLearnerMixin
 from skmeta.bayes import BayesianLinearRegressor
 from skmeta.datasets import make_sinusoid_tasks
-from skmeta.distill import EmbeddingHeadClassifier, PooledEmbeddingClassifier
+from skmeta.distill import (
+    CentroidHead,
+    EmbeddingHeadClassifier,
+    PooledEmbeddingClassifier,
+)
 from skmeta.distributed import fit_data_parallel
 from skmeta.fusion import (
     StackedFusionClassifier,
@@ -149,6 +153,7 @@ ADAPTED = [
     MAMLAdaptedRegressor(SquashedMeanLogits(1), inner_lr=0.1, inner_steps=5),
     EmbeddingHeadClassifier(),
     EmbeddingHeadClassifier(ScaleShift()),
+    CentroidHead(),
     StackedFusionClassifier([("ends", FrozenEstimator(EndFeatures().fit()))]),
     WeightedFusionClassifier([("ends", FrozenEstimator(
         EndFeatures(classes=(0, 1, 2)).fit()))]),
