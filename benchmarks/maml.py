@@ -36,14 +36,17 @@ SEED = 0
 # tasks
 
 
-def digits_tasks(n_tasks, classes, seed, n_query=15):
+def digits_tasks(n_tasks, classes, seed, n_query=15, sampler=False):
+    """Episodes as a list, or (``sampler=True``) the EpisodeSampler itself,
+    which draws each episode when it is read."""
     from skmeta.datasets import load_digits_tasks
     from skmeta.tasks import EpisodeSampler
     digits = load_digits_tasks()
     pool = np.isin(digits.target, getattr(digits, classes))
-    return list(EpisodeSampler(digits.data[pool], digits.target[pool], n_way=5,
-                               k_shot=1, n_query=n_query, n_tasks=n_tasks,
-                               random_state=seed))
+    episodes = EpisodeSampler(digits.data[pool], digits.target[pool], n_way=5,
+                              k_shot=1, n_query=n_query, n_tasks=n_tasks,
+                              random_state=seed)
+    return episodes if sampler else list(episodes)
 
 
 def sinusoid_tasks(n_tasks, seed, n_query=10):
@@ -90,7 +93,11 @@ def train_skmeta(cfg, net, tasks):
                       inner_lr=cfg["inner_lr"], inner_steps=cfg["inner_steps"],
                       meta_batch_size=cfg["meta_batch"], meta_lr=cfg["meta_lr"],
                       chunk_size=cfg.get("chunk_size", "auto"), max_epochs=1,
-                      random_state=SEED)
+                      validation_fraction=None, random_state=SEED)
+    if "standardize" in model.get_params():  # the peers see the raw data
+        model.set_params(standardize=False)
+    if cfg.get("container") == "sampler":
+        tasks = digits_tasks(len(tasks), "train_classes", SEED, sampler=True)
     start = time.perf_counter()
     model.fit(tasks)
     elapsed = time.perf_counter() - start
@@ -150,6 +157,50 @@ def train_higher(cfg, net, tasks):
     return elapsed, evaluate
 
 
+def train_plain(cfg, net, tasks):
+    """A plain torch.func MAML: vmap over the tasks of a meta-batch, one
+    backward per meta-batch, labels encoded and arrays stacked per batch."""
+    import torch
+    from torch.func import functional_call, grad, vmap
+    loss = loss_fn(cfg["classification"])
+    params = dict(net.named_parameters())
+    optimizer = torch.optim.Adam(params.values(), lr=cfg["meta_lr"])
+
+    def adapted(p, xs, ys, steps):
+        for _ in range(steps):
+            g = grad(lambda q: loss(functional_call(net, q, (xs,)), ys))(p)
+            p = {k: p[k] - cfg["inner_lr"] * g[k] for k in p}
+        return p
+
+    def query_loss(p, xs, ys, xq, yq):
+        return loss(functional_call(net, adapted(p, xs, ys, cfg["inner_steps"]),
+                                    (xq,)), yq)
+
+    batched = vmap(query_loss, in_dims=(None, 0, 0, 0, 0))
+    start = time.perf_counter()
+    for i in range(0, len(tasks), cfg["meta_batch"]):
+        arrays = zip(*(as_arrays(t, cfg["classification"])
+                       for t in tasks[i:i + cfg["meta_batch"]]), strict=True)
+        optimizer.zero_grad()
+        batched(params, *(torch.as_tensor(np.stack(a)) for a in arrays)).mean(
+            ).backward()
+        optimizer.step()
+    elapsed = time.perf_counter() - start
+
+    def evaluate(test, steps):
+        raise NotImplementedError("the plain loop is a speed reference only")
+    return elapsed, evaluate
+
+
+def as_arrays(task, classification):
+    if classification:
+        classes, ys = np.unique(task.y_support, return_inverse=True)
+        return (task.X_support, ys, task.X_query,
+                np.searchsorted(classes, task.y_query))
+    return (task.X_support, task.y_support.astype(np.float32), task.X_query,
+            task.y_query.astype(np.float32))
+
+
 def _meta_train(parameters, cfg, batches, task_loss):
     """The peers' meta-training loop: one backward per task, as their
     documentation does it."""
@@ -174,8 +225,8 @@ def score(task, outputs, classification, raw=False):
     return float(np.mean(outputs == task.y_query))
 
 
-LEARNERS = {"skmeta": train_skmeta, "learn2learn": train_learn2learn,
-            "higher": train_higher}
+LEARNERS = {"skmeta": train_skmeta, "plain vmap loop": train_plain,
+            "learn2learn": train_learn2learn, "higher": train_higher}
 
 
 # --------------------------------------------------------------------------
@@ -228,6 +279,84 @@ def speed(cfg):
             elapsed, _ = LEARNERS[learner]({**cfg, **extra}, network(cfg), tasks)
             rounds[label].append(len(tasks) / elapsed)
     return {"rounds": rounds}
+
+
+def latency(cfg):
+    """Milliseconds per task of adapting to new tasks and predicting their
+    query sets, interleaved rounds in this one process: one task at a time
+    (skmeta's adapt + predict, learn2learn's clone + adapt + forward, a plain
+    torch.func step), and 600 tasks at once (skmeta's predict(tasks), the
+    learn2learn loop, a plain vmap)."""
+    import torch
+    from torch.func import functional_call, grad, vmap
+    torch.set_num_threads(cfg["threads"])
+    classification, steps = cfg["classification"], cfg["test_steps"][0]
+    tasks = (digits_tasks(cfg["n_test"], "test_classes", SEED + 1)
+             if classification else sinusoid_tasks(cfg["n_test"], SEED + 1))
+    train = (digits_tasks(2 * cfg["meta_batch"], "train_classes", SEED)
+             if classification else sinusoid_tasks(2 * cfg["meta_batch"], SEED))
+    _, _ = train_skmeta(cfg, network(cfg), train)  # warm-up
+    from skmeta import MAMLClassifier, MAMLRegressor
+    model = (MAMLClassifier if classification else MAMLRegressor)(
+        network(cfg), inner_lr=cfg["inner_lr"], test_inner_steps=steps,
+        max_epochs=1, validation_fraction=None, random_state=SEED)
+    if "standardize" in model.get_params():
+        model.set_params(standardize=False)
+    model.fit(train)
+    loss = loss_fn(classification)
+    net = network(cfg)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def plain_adapt(p, xs, ys):
+        for _ in range(steps):
+            g = grad(lambda q: loss(functional_call(net, q, (xs,)), ys))(p)
+            p = {k: p[k] - cfg["inner_lr"] * g[k] for k in p}
+        return p
+
+    def plain_one(task):
+        xs, ys, xq, _ = (torch.as_tensor(a) for a in as_arrays(task, classification))
+        with torch.no_grad():
+            return functional_call(net, plain_adapt(params, xs, ys), (xq,)).numpy()
+
+    batched = vmap(lambda p, xs, ys, xq: functional_call(
+        net, plain_adapt(p, xs, ys), (xq,)), in_dims=(None, 0, 0, 0))
+
+    def plain_all(tasks):
+        arrays = list(zip(*(as_arrays(t, classification) for t in tasks),
+                          strict=True))[:3]
+        with torch.no_grad():
+            return batched(params, *(torch.as_tensor(np.stack(a)) for a in arrays))
+
+    one = {"skmeta adapt + predict": lambda t: model.adapt(
+        t.X_support, t.y_support).predict(t.X_query),
+        "plain torch.func": plain_one}
+    many = {"skmeta predict(tasks)": model.predict, "plain vmap": plain_all}
+    if "learn2learn" in cfg["peers"]:
+        import learn2learn as l2l
+        maml = l2l.algorithms.MAML(network(cfg), lr=cfg["inner_lr"])
+
+        def l2l_one(task):
+            xs, ys, xq, _ = (torch.as_tensor(a)
+                             for a in as_arrays(task, classification))
+            learner = maml.clone()
+            for _ in range(steps):
+                learner.adapt(loss(learner(xs), ys))
+            return learner(xq).detach().numpy()
+        one["learn2learn clone + adapt"] = l2l_one
+        many["learn2learn loop"] = lambda tasks: [l2l_one(t) for t in tasks]
+    n_one = min(200, len(tasks))
+    rounds = {label: [] for label in [*one, *many]}
+    for _ in range(cfg["rounds"]):
+        for label, f in one.items():
+            start = time.perf_counter()
+            for task in tasks[:n_one]:
+                f(task)
+            rounds[label].append(1e3 * (time.perf_counter() - start) / n_one)
+        for label, f in many.items():
+            start = time.perf_counter()
+            f(tasks)
+            rounds[label].append(1e3 * (time.perf_counter() - start) / len(tasks))
+    return {"latency": rounds}
 
 
 def _peak_rss_mb():
@@ -302,7 +431,8 @@ DIGITS = dict(classification=True, **{"in": 64}, hidden=(128, 128), out=5,
 SINUSOID = dict(classification=False, **{"in": 1}, hidden=(40, 40), out=1,
                 inner_lr=0.01, inner_steps=1, meta_batch=25, meta_lr=1e-3,
                 test_steps=(1, 10))
-PEERS = ("skmeta", "learn2learn", "higher")
+PEERS = ("skmeta", "plain vmap loop", "learn2learn", "higher")
+ACCURACY_PEERS = ("skmeta", "learn2learn", "higher")
 
 
 def plan(quick):
@@ -316,7 +446,9 @@ def plan(quick):
     digits, sinusoid = sized(DIGITS, 16000), sized(SINUSOID, 20000)
     memory = sized(DIGITS, 512 * 3, meta_batch=512, inner_steps=5, test_steps=())
     rounds = {"rounds": 2 if quick else 5}
-    speeds = [("digits", {**digits, **rounds, "n_speed": 640 if quick else 1280}),
+    speeds = [("digits", {**digits, **rounds, "n_speed": 640 if quick else 1280,
+                          "extra": {"skmeta, EpisodeSampler read per batch": {
+                              "container": "sampler"}}}),
               ("sinusoid", {**sinusoid, **rounds, "n_speed": 500 if quick else 2500}),
               ("digits, 2 threads", {**digits, "rounds": 3, "threads": 2,
                                      "n_speed": 320 if quick else 640}),
@@ -325,9 +457,9 @@ def plan(quick):
                   "extra": {"skmeta, one chunk (naive vmap)": {"chunk_size": 512}}})]
     runs = []
     for name, cfg in (("digits", digits), ("sinusoid", sinusoid)):
-        runs += [(name, peer, {**cfg, "learner": peer}) for peer in PEERS]
+        runs += [(name, peer, {**cfg, "learner": peer}) for peer in ACCURACY_PEERS]
     runs += [("digits, meta-batch 512, 5 steps", peer, {**memory, "learner": peer})
-             for peer in PEERS]
+             for peer in ACCURACY_PEERS]
     runs.append(("digits, meta-batch 512, 5 steps", "skmeta, one chunk (naive vmap)",
                  {**memory, "learner": "skmeta", "chunk_size": 512}))
     for algorithm in ("fomaml", "metasgd", "anil", "reptile"):
@@ -348,7 +480,9 @@ def plan(quick):
         ("sinusoid, baselines", "pretrained on all tasks, fine-tuned",
          {**sinusoid, "learner": "pretrained"}),
     ]
-    return speeds, runs
+    latencies = [(name, {**cfg, "latency": True, "rounds": 2 if quick else 3})
+                 for name, cfg in (("digits", digits), ("sinusoid", sinusoid))]
+    return speeds, runs, latencies
 
 
 def available(learner):
@@ -382,21 +516,27 @@ def worker(cfg, notices, label):
 
 
 def main():
-    (speeds, runs), notices = plan(ARGS.quick), []
+    (speeds, runs, latencies), notices = plan(ARGS.quick), []
+    parts = set(ARGS.only.split(","))
     skipped = {peer for peer in ("learn2learn", "higher") if not available(peer)}
     for peer in sorted(skipped):
         notices.append(f"{peer} is not installed: its rows are skipped "
                        "(pip install skmeta[benchmarks], or --peers PATH).")
         print("NOTICE:", notices[-1], flush=True)
     peers = [peer for peer in PEERS if peer not in skipped]
-    speed_results = []
-    for setting, cfg in speeds:
+    speed_results, latency_results = [], []
+    for setting, cfg in latencies if "latency" in parts else ():
+        result = worker({**cfg, "peers": peers}, notices, f"{setting} latency")
+        if result:
+            latency_results.append({"setting": setting, **result})
+            print(json.dumps(latency_results[-1]), flush=True)
+    for setting, cfg in speeds if "speed" in parts else ():
         result = worker({**cfg, "peers": peers}, notices, f"{setting} speed")
         if result:
             speed_results.append({"setting": setting, "config": cfg, **result})
             print(json.dumps(speed_results[-1]["rounds"]), flush=True)
     results = []
-    for setting, label, cfg in runs:
+    for setting, label, cfg in runs if "accuracy" in parts else ():
         if cfg["learner"] in skipped:
             continue
         result = worker(cfg, notices, f"{setting} / {label}")
@@ -405,10 +545,10 @@ def main():
                             **result})
             print(json.dumps({k: v for k, v in results[-1].items()
                               if k != "config"}), flush=True)
-    write(speed_results, results, notices)
+    write(speed_results, results, notices, latency_results)
 
 
-def write(speed_results, results, notices):
+def write(speed_results, results, notices, latency_results=()):
     import torch
     RESULTS.mkdir(exist_ok=True)
     name = "maml_quick" if ARGS.quick else "maml"
@@ -417,8 +557,10 @@ def write(speed_results, results, notices):
             "cpus": os.cpu_count(), "load_average": os.getloadavg(),
             "notices": notices}
     (RESULTS / f"{name}.json").write_text(json.dumps(
-        {"meta": meta, "speed": speed_results, "results": results}, indent=1))
-    (RESULTS / f"{name}.md").write_text(markdown(speed_results, results, meta))
+        {"meta": meta, "speed": speed_results, "latency": latency_results,
+         "results": results}, indent=1))
+    (RESULTS / f"{name}.md").write_text(markdown(speed_results, results, meta,
+                                                 latency_results))
     print((RESULTS / f"{name}.md").read_text())
 
 
@@ -426,15 +568,16 @@ def _median(values):
     return float(np.median(values))
 
 
-def markdown(speed_results, results, meta):
+def markdown(speed_results, results, meta, latency_results=()):
     lines = [f"MAML benchmark: torch {meta['torch']}, Python {meta['python']}, "
              f"{meta['cpus']} CPUs (load average at the end: "
              f"{meta['load_average'][0]:.1f}). Intervals are 95 %.", ""]
     lines += [f"- {notice}" for notice in meta["notices"]]
     lines += ["", "Meta-training speed, tasks/second: medians over interleaved "
               "rounds in one process; ratio = median of the per-round ratios.", "",
-              "| setting | skmeta | learn2learn | higher | skmeta / learn2learn | "
-              "skmeta / higher |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+              "| setting | " + " | ".join(PEERS) + " | " + " | ".join(
+                  f"skmeta / {p}" for p in PEERS[1:]) + " |",
+              "| --- |" + " ---: |" * (2 * len(PEERS) - 1)]
     for r in speed_results:
         rounds = r["rounds"]
         for label in [p for p in rounds if p not in PEERS[1:]]:
@@ -444,6 +587,28 @@ def markdown(speed_results, results, meta):
                       if p in rounds else "" for p in PEERS[1:]]
             name = r["setting"] + ("" if label == "skmeta" else f" ({label})")
             lines.append(f"| {name} | {' | '.join(cells + ratios)} |")
+    if latency_results:
+        lines += ["", "Adapting to new tasks and predicting their query sets, "
+                  "milliseconds per task (medians over interleaved rounds; "
+                  "one task at a time over 200 tasks, and 600 tasks at once); "
+                  "ratio = the peer's time over skmeta's.", "",
+                  "| setting | way | skmeta | plain torch.func | learn2learn | "
+                  "learn2learn / skmeta | plain / skmeta |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in latency_results:
+            rounds = r["latency"]
+            for way, labels in (("one task", ("skmeta adapt + predict",
+                                              "plain torch.func",
+                                              "learn2learn clone + adapt")),
+                                ("600 tasks", ("skmeta predict(tasks)", "plain vmap",
+                                               "learn2learn loop"))):
+                ours = rounds[labels[0]]
+                cells = [f"{_median(rounds[k]):.3f}" if k in rounds else "skipped"
+                         for k in labels]
+                ratios = [f"{_median(np.divide(rounds[k], ours)):.2f}x"
+                          if k in rounds else "" for k in (labels[2], labels[1])]
+                lines.append(f"| {r['setting']} | {way} | {' | '.join(cells)} | "
+                             f"{' | '.join(ratios)} |")
     lines += ["", "Accuracy (5-way 1-shot, 600 test episodes on unseen classes) or "
               "query MSE (600 sinusoid tasks), and peak memory (each run in its "
               "own process; resident set before training in brackets; tasks/s "
@@ -473,6 +638,9 @@ def parse():
                         "a pure-Python learn2learn/ extracted from its sdist "
                         "(learn2learn/{algorithms,utils,nn,_version.py} and an "
                         "__init__.py importing algorithms and utils only)")
+    parser.add_argument("--only", default="latency,speed,accuracy",
+                        help="comma-separated parts to run: latency, speed, "
+                        "accuracy (default: all)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -482,6 +650,8 @@ if __name__ == "__main__":
     if ARGS.worker:
         config = json.loads(ARGS.worker)
         config["hidden"] = tuple(config["hidden"])
-        print(json.dumps((speed if "rounds" in config else run)(config)))
+        task = (latency if config.get("latency") else speed if "rounds" in config
+                else run)
+        print(json.dumps(task(config)))
     else:
         main()
