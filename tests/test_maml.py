@@ -472,3 +472,14 @@ def test_chunk_plan_is_probed_once_per_task_shape_and_changes_nothing(monkeypatc
     net.batch_loss(net.collate(tasks), training=True)
     for cached, fresh in zip(gradients[-1], net.module_.parameters(), strict=True):
         torch.testing.assert_close(cached, fresh.grad)
+
+
+def test_divergence_verdict_sees_non_finite_weights_and_overflowing_sums():
+    from skmeta.maml._estimators import _verdict
+    losses = torch.ones(3), torch.ones(3)
+    fast = {"w": torch.ones(3, 2, 2), "b": torch.ones(3, 2)}
+    fast["w"][1, 0, 1] = float("nan")
+    fast["b"][2, 1] = float("-inf")
+    assert _verdict(fast, *losses).tolist() == [False, True, True]
+    huge = {"w": torch.full((2, 4), 3e38)}  # finite weights whose sum overflows
+    assert _verdict(huge, torch.ones(2), torch.ones(2)).tolist() == [False, False]
