@@ -62,7 +62,8 @@ def shared_params_doc(max_epochs=10, meta_batch_size=8, meta_lr=1e-3,
         by ``random_state``); False keeps the collection's order.
     validation_fraction : float or None, default={validation_fraction}
         Fraction of the training items held out to report ``valid_loss``
-        each epoch (use with :class:`skorch.callbacks.EarlyStopping`).{held_out}
+        each epoch (use with :class:`skorch.callbacks.EarlyStopping`); a
+        collection of fewer than 5 tasks holds none out.{held_out}
     device : str or torch.device, default="cpu"
         Torch device for training ("cuda" for a GPU); adapted estimators run
         on the CPU.
@@ -119,17 +120,17 @@ SHARED_CONSTRAINTS = {
 
 # max_epochs="auto": at most AUTO_UPDATES meta-updates, in epochs of about
 # AUTO_EPOCH_UPDATES, stopped after AUTO_PATIENCE meta-updates without
-# improvement on the held-out tasks; collections of fewer than
-# AUTO_MIN_SPLIT tasks hold none out.
+# improvement on the held-out tasks. Collections of fewer than
+# MIN_SPLIT_TASKS tasks hold none out, whatever validation_fraction says.
 AUTO_UPDATES = 2000
 AUTO_EPOCH_UPDATES = 50
 AUTO_PATIENCE = 500
-AUTO_MIN_SPLIT = 5
+MIN_SPLIT_TASKS = 5
 
 
 def auto_training(training, n_tasks):
     """``training`` sized for ``max_epochs="auto"`` on ``n_tasks`` tasks."""
-    split = (training.validation_fraction if n_tasks >= AUTO_MIN_SPLIT else None)
+    split = training.validation_fraction
     n_train = n_tasks if split is None else math.ceil(n_tasks * (1 - split))
     repeats = max(1, AUTO_EPOCH_UPDATES * training.batch_size // n_train)
     updates_per_epoch = -(-n_train * repeats // training.batch_size)
@@ -173,11 +174,11 @@ class TorchLearner(RoutedParamsMixin, BaseEstimator):
         (small collections repeated within an epoch), stopped early, with the
         best parameters restored, once the held-out tasks' loss has not
         improved for ``AUTO_PATIENCE`` meta-updates."""
+        split = self.validation_fraction if len(tasks) >= MIN_SPLIT_TASKS else None
         training = Training(max_epochs=self.max_epochs,
                             batch_size=self.meta_batch_size, lr=self.meta_lr,
                             device=self.device, callbacks=list(self.callbacks or []),
-                            verbose=self.verbose,
-                            validation_fraction=self.validation_fraction,
+                            verbose=self.verbose, validation_fraction=split,
                             shuffle=self.shuffle)
         return auto_training(training, len(tasks)) if self.max_epochs == "auto" \
             else training

@@ -230,7 +230,7 @@ def test_overwrite_replaces_only_a_store(tmp_path):
 @pytest.mark.parametrize("labels", [
     np.array([3, 7], dtype=np.int64), np.array([3, 7], dtype=np.int32),
     np.array([3, 7], dtype=np.uint8), np.array([True, False]),
-    np.array(["cat", "dog"]), np.array([b"x", b"yy"]), np.array([0.5, 2.0]),
+    np.array(["cat", "dog"]), np.array([b"x", b"yy"]), np.array([1.0, 2.0]),
 ], ids=lambda labels: str(labels.dtype))
 def test_labels_read_back_with_their_dtype(tmp_path, labels):
     tasks = _tasks(4, labels=labels)
