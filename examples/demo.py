@@ -36,8 +36,9 @@ def main(quick):
     # Training with more classes per episode than at test time helps
     # (Snell et al., 2017).
     train = episodes(digits, digits.train_classes, 10, 1, 200 if quick else 1000, 0)
-    # Two conv blocks keep a 2x2 map of the 8x8 digits; the literature's four
-    # pool them down to 1x1 and do no better than raw pixels here.
+    # ConvNet pools only while the map stays at least 4x4, so the 8x8 digits
+    # keep a 4x4 map; two blocks (88.0 % 1-shot in benchmarks/protonet.py)
+    # are as accurate here as the default four (87.5 %), with half the layers.
     # verbose=1: a progress bar during each epoch and a line after it.
     model = ProtoNetClassifier(ConvNet, module__input_shape=(1, 8, 8),
                                module__channels=(64, 64),
