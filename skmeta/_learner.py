@@ -24,7 +24,7 @@ from numbers import Integral, Real
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, metadata_routing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import EarlyStopping
@@ -160,6 +160,9 @@ class TorchLearner(RoutedParamsMixin, BaseEstimator):
     """
 
     _parameter_constraints = SHARED_CONSTRAINTS
+    # Task lists are the samples, not metadata: no set_partial_fit_request.
+    __metadata_request__partial_fit = {"tasks": metadata_routing.UNUSED,
+                                       "classes": metadata_routing.UNUSED}
 
     @property
     def history_(self):

@@ -81,8 +81,6 @@ class MetaLearnerMixin(VersionedPickleMixin):
     _task_type = "classification"
     # Task lists are the samples, not metadata: no set_*_request methods.
     __metadata_request__fit = {"tasks": metadata_routing.UNUSED}
-    __metadata_request__partial_fit = {"tasks": metadata_routing.UNUSED,
-                                       "classes": metadata_routing.UNUSED}
     __metadata_request__predict = {"tasks": metadata_routing.UNUSED}
     __metadata_request__score = {"tasks": metadata_routing.UNUSED}
 

@@ -327,6 +327,22 @@ def test_fit_leaves_callers_arrays_alone(name, tasks):
             np.testing.assert_array_equal(array, original)
 
 
+# --- output -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_shows_no_metadata_request_methods(name):
+    """Task lists are samples, not metadata: no set_*_request blocks."""
+    learner = LEARNERS[name].make()
+    assert [m for m in dir(learner) if re.fullmatch(r"set_\w+_request", m)] == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_adapted_estimators_print_a_short_repr(name, fitted, new_tasks):
+    task = new_tasks[0]
+    text = repr(fitted[name].adapt(task.X_support, task.y_support))
+    assert "\n" not in text and len(text) < 400, text
+
+
 # --- parameters: declared once, checked when fit starts ----------------------
 
 BAD_PARAMS = [
