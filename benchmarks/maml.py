@@ -545,6 +545,12 @@ def main():
                             **result})
             print(json.dumps({k: v for k, v in results[-1].items()
                               if k != "config"}), flush=True)
+    previous = RESULTS / ("maml_quick.json" if ARGS.quick else "maml.json")
+    if previous.exists():  # parts not run keep their last results
+        saved = json.loads(previous.read_text())
+        speed_results = speed_results or saved.get("speed", [])
+        latency_results = latency_results or saved.get("latency", [])
+        results = results or saved.get("results", [])
     write(speed_results, results, notices, latency_results)
 
 
