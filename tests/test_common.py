@@ -880,9 +880,12 @@ assert proba.shape == (10**6, 3)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
 
-# Embedding networks whose wide hidden layer (512 floats per row: 2 GB for
-# 10**6 rows) must never be held for a whole task; their 8-wide embedding is.
+# Networks whose wide hidden layer (512 floats per row: 2 GB for 10**6 rows)
+# must never be held for a whole task; their 8-wide embedding may be (MAML's
+# inner steps and predictions go through the rows chunk by chunk).
 WIDE = {
+    "MAMLClassifier": lambda: MAMLClassifier(
+        module__hidden_sizes=(512, 8), max_epochs=1, random_state=0),
     "ProtoNetClassifier": lambda: ProtoNetClassifier(
         module__hidden_sizes=(512, 8), max_epochs=1, random_state=0),
     "MetaDistiller": lambda: MetaDistiller(

@@ -15,6 +15,7 @@ from skmeta import MAMLClassifier, MAMLRegressor, Task, TaskWise, adapt
 from skmeta._nets import module_params
 from skmeta.datasets import make_sinusoid_tasks
 from skmeta.maml import MAMLAdaptedClassifier, MAMLAdaptedRegressor
+from skmeta.maml import _core as maml_core
 from skmeta.maml._core import FunctionalLearner, chunk_size, group_tasks
 from skmeta.nn import MLP
 from skmeta.protonet import PrototypeClassifier
@@ -251,6 +252,28 @@ def test_raw_targets_give_the_standardised_model_in_user_units():
             raw.adapt(big.X_support, big.y_support).predict(big.X_query),
             plain.adapt(task.X_support, task.y_support).predict(task.X_query)
             * 1000 - 5e4, rtol=1e-3, atol=0.5)
+
+
+@pytest.mark.parametrize("estimator", [MAMLAdaptedClassifier, MAMLAdaptedRegressor])
+def test_row_chunks_of_a_large_task_equal_one_pass(estimator, monkeypatch):
+    """adapt's inner steps and predictions on a task of more rows than
+    ROW_CHUNK go chunk by chunk (gradients summed): the same result."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3)).astype(np.float32)
+    y = (np.arange(50) % 3 if estimator is MAMLAdaptedClassifier
+         else rng.normal(size=50).astype(np.float32))
+    torch.manual_seed(0)
+    module = MLP(3, (8,), 3 if estimator is MAMLAdaptedClassifier else 1)
+    whole = estimator(module, inner_lr=0.3, inner_steps=3).fit(X, y)
+    monkeypatch.setattr(maml_core, "ROW_CHUNK", 7)
+    chunked = estimator(module, inner_lr=0.3, inner_steps=3).fit(X, y)
+    for name, weight in whole.weights_.items():
+        torch.testing.assert_close(chunked.weights_[name], weight, rtol=1e-5,
+                                   atol=1e-6)
+    np.testing.assert_allclose(chunked.predict(X) if estimator is
+                               MAMLAdaptedRegressor else chunked.predict_proba(X),
+                               whole.predict(X) if estimator is MAMLAdaptedRegressor
+                               else whole.predict_proba(X), rtol=1e-5, atol=1e-6)
 
 
 def test_batched_predict_and_score_equal_per_task_adapt(maml, test_tasks):

@@ -23,6 +23,9 @@ from ..tasks import encode_labels
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile")
 
+# Rows of one task processed at once by the single-task path (adapt).
+ROW_CHUNK = 2**15
+
 # Floats one chunk of tasks may hold in parameter copies and activations.
 _CHUNK_BUDGET = 2**24
 
@@ -182,7 +185,10 @@ class FunctionalLearner:
     def adapt_one(self, X, y, n_way, steps):
         """One task's fast weights after ``steps`` gradient steps on (X, y),
         without ``vmap`` or a task dimension (``adapt``'s single-task fast
-        path; the initialisation is detached).
+        path; the initialisation is detached). A task of more than
+        ``ROW_CHUNK`` rows is processed in row chunks whose gradients are
+        summed, so memory stays that of one chunk (BatchNorm then uses each
+        chunk's statistics).
 
         Returns the fast weights (a dict of tensors) and the support loss
         before and after the steps (0-d tensors).
@@ -190,23 +196,37 @@ class FunctionalLearner:
         weights = {name: w.detach() for name, w in self.init.items()}
         before = None
         for _ in range(steps):
-            with torch.enable_grad():
-                leaves = {name: w.requires_grad_() for name, w in
-                          ((name, w.detach()) for name, w in weights.items())}
-                loss = self._task_loss(leaves, X, y, n_way)
-                grads = torch.autograd.grad(loss, list(leaves.values()))
-            before = loss.detach() if before is None else before
+            leaves = {name: w.detach().requires_grad_()
+                      for name, w in weights.items()}
+            loss, grads = self._loss_and_grads(leaves, X, y, n_way)
+            before = loss if before is None else before
             with torch.no_grad():
                 weights = {name: self._step(name, w.detach(), g) for (name, w), g
                            in zip(leaves.items(), grads, strict=True)}
-        with torch.no_grad():
-            after = self._task_loss(weights, X, y, n_way)
+        after = self._loss_and_grads(weights, X, y, n_way, grads=False)[0]
         return weights, (after if before is None else before), after
+
+    def _loss_and_grads(self, weights, X, y, n_way, grads=True):
+        """The mean support loss (detached) and, if ``grads``, its gradients
+        with respect to ``weights``, accumulated over row chunks."""
+        total, summed = 0.0, None
+        for start in range(0, len(X), ROW_CHUNK):
+            rows = slice(start, start + ROW_CHUNK)
+            with torch.set_grad_enabled(grads):
+                loss = self._task_loss(weights, X[rows], y[rows], n_way) * (
+                    len(X[rows]) / len(X))
+                if grads:
+                    part = torch.autograd.grad(loss, list(weights.values()))
+                    summed = part if summed is None else [
+                        a + b for a, b in zip(summed, part, strict=True)]
+            total = total + loss.detach()
+        return total, summed
 
     def forward_one(self, fast, X):
         """The module's outputs for one task's rows under its fast weights
-        (no task dimension)."""
-        return self._call(fast, X)
+        (no task dimension), row chunk by row chunk."""
+        return torch.cat([self._call(fast, X[start:start + ROW_CHUNK])
+                          for start in range(0, len(X), ROW_CHUNK)])
 
     def _task_loss(self, weights, rows, targets, n_way):
         outputs = self._call(weights, rows)
