@@ -515,6 +515,8 @@ def test_adapt_refuses_a_one_class_support_set(name, fitted):
         adapted.fit(X_support, ["a"] * 5)
 
 
+@pytest.mark.filterwarnings(  # numpy's notice as 1e39 is cast, before the error
+    "ignore:overflow encountered in cast:RuntimeWarning")
 @pytest.mark.parametrize("name", NAMES)
 def test_adapt_refuses_sparse_complex_and_float32_overflowing_X(name, fitted):
     learner = fitted[name]

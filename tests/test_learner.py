@@ -141,8 +141,9 @@ def test_fusion_verbose_reports_each_local_fit(capsys, train_tasks):
                      "fitted model 3 of 4 (task 1)", "fitted model 4 of 4 (task 2)"]
 
 
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
-                            "ignore::FutureWarning:optuna")
+@pytest.mark.filterwarnings(  # optuna's own notices, not skmeta's
+    "ignore:OptunaSearchCV is experimental",
+    "ignore:`optuna.terminator` module has been deprecated:FutureWarning")
 def test_pruned_optuna_search_uses_partial_fit(train_tasks):
     optuna = pytest.importorskip("optuna")
     integration = pytest.importorskip("optuna_integration")

@@ -207,6 +207,9 @@ def test_halving_searches_with_task_scorers(episodes, sinusoids, halving):
         assert np.isfinite(search.cv_results_["mean_test_score"]).all()
 
 
+@pytest.mark.filterwarnings(  # optuna's own notices, not skmeta's
+    "ignore:OptunaSearchCV is experimental",
+    "ignore:`optuna.terminator` module has been deprecated:FutureWarning")
 def test_optuna_search_with_a_task_scorer(episodes):
     try:
         from optuna_integration import OptunaSearchCV
