@@ -271,8 +271,36 @@ def _same(value, default):
                                 and type(value) is type(default) and value == default)
 
 
-class AdaptedClassifier(VersionedPickleMixin, ShortReprMixin, ClassifierMixin,
-                        BaseEstimator):
+class CleanInputMixin:
+    """Adaptation latency: clean NumPy input (a 2-D array of finite floats,
+    and 1-D labels or finite float targets) skips scikit-learn's generic
+    validation, which can cost more than adapting itself; anything else, and
+    so every error, goes through the full validation."""
+
+    def _clean_X(self, X, fitted=False):
+        """``X`` as float32 when clean (for the fitted width if ``fitted``),
+        else None."""
+        if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f"
+                and X.size and not hasattr(self, "feature_names_in_")
+                and (not fitted or X.shape[1] == getattr(self, "n_features_in_", -1))):
+            return None
+        with np.errstate(over="ignore"):  # beyond float32: the full path's error
+            X = X.astype(np.float32, copy=False)
+        return X if np.isfinite(X).all() else None
+
+    def _clean_Xy(self, X, y, kinds):
+        """``(X, y)`` when both are clean (y of a dtype kind in ``kinds``),
+        else None; sets ``n_features_in_`` as validation would."""
+        clean = self._clean_X(X)
+        if (clean is None or not isinstance(y, np.ndarray) or y.ndim != 1
+                or len(y) != len(X) or y.dtype.kind not in kinds):
+            return None
+        self.n_features_in_ = X.shape[1]
+        return clean, y
+
+
+class AdaptedClassifier(CleanInputMixin, VersionedPickleMixin, ShortReprMixin,
+                        ClassifierMixin, BaseEstimator):
     """Base class of the per-task classifiers that ``adapt`` returns.
 
     Handles scikit-learn's input validation and the mapping between the
@@ -293,8 +321,12 @@ class AdaptedClassifier(VersionedPickleMixin, ShortReprMixin, ClassifierMixin,
         -------
         self : object
         """
-        X, y = validate_data(self, X, y, dtype=np.float32)
-        check_classification_targets(y)
+        clean = self._clean_Xy(X, y, "iubUS")
+        if clean is not None and len(np.unique(clean[1])) > 1:
+            X, y = clean
+        else:
+            X, y = validate_data(self, X, y, dtype=np.float32)
+            check_classification_targets(y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(
@@ -316,8 +348,10 @@ class AdaptedClassifier(VersionedPickleMixin, ShortReprMixin, ClassifierMixin,
         proba : ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        return self._predict_proba(X)
+        clean = self._clean_X(X, fitted=True)
+        return self._predict_proba(
+            validate_data(self, X, dtype=np.float32, reset=False) if clean is None
+            else clean)
 
     def predict(self, X):
         """Most probable class of each row, in the user's labels.
@@ -334,8 +368,8 @@ class AdaptedClassifier(VersionedPickleMixin, ShortReprMixin, ClassifierMixin,
         return self.classes_[np.argmax(proba, axis=1)]
 
 
-class AdaptedRegressor(VersionedPickleMixin, ShortReprMixin, RegressorMixin,
-                       BaseEstimator):
+class AdaptedRegressor(CleanInputMixin, VersionedPickleMixin, ShortReprMixin,
+                       RegressorMixin, BaseEstimator):
     """Base class of the per-task regressors that ``adapt`` returns.
 
     Handles scikit-learn's input validation; subclasses implement
@@ -354,7 +388,10 @@ class AdaptedRegressor(VersionedPickleMixin, ShortReprMixin, RegressorMixin,
         -------
         self : object
         """
-        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
+        clean = self._clean_Xy(X, y, "f")
+        if clean is None or not np.isfinite(clean[1]).all():
+            clean = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
+        X, y = clean
         check_float32_range(y, "y")
         self._fit_array(X, y.astype(np.float32))
         return self
@@ -371,5 +408,7 @@ class AdaptedRegressor(VersionedPickleMixin, ShortReprMixin, RegressorMixin,
         y : ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        return self._predict(X)
+        clean = self._clean_X(X, fitted=True)
+        return self._predict(
+            validate_data(self, X, dtype=np.float32, reset=False) if clean is None
+            else clean)

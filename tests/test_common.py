@@ -327,6 +327,17 @@ def test_fit_leaves_callers_arrays_alone(name, tasks):
             np.testing.assert_array_equal(array, original)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_clean_arrays_skip_validation_with_the_same_result(name, fitted, new_tasks):
+    """Clean NumPy input takes the adapted estimators' fast path; lists go
+    through scikit-learn's validation: the same model either way."""
+    task = new_tasks[0]
+    fast = fitted[name].adapt(task.X_support, task.y_support)
+    slow = fitted[name].adapt(task.X_support.tolist(), task.y_support.tolist())
+    np.testing.assert_allclose(outputs(fast, task.X_query),
+                               outputs(slow, task.X_query.tolist()), rtol=1e-5)
+
+
 # --- output -----------------------------------------------------------------
 
 @pytest.mark.parametrize("name", NAMES)

@@ -35,44 +35,6 @@ class _AdaptedMAML:
         return FunctionalLearner(self.module, self.inner_lr, self.adapted,
                                  self._classification)
 
-    # Single-task latency: clean NumPy input (2-D finite floats, 1-D labels
-    # or finite float targets) skips scikit-learn's generic validation, which
-    # costs more than the adaptation itself; anything else, and every error,
-    # goes through the base class's full validation.
-
-    def _clean_X(self, X, n_features=None):
-        if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f"
-                and X.shape[0] > 0 and X.shape[1] > 0
-                and (n_features is None or X.shape[1] == n_features)
-                and not hasattr(self, "feature_names_in_")):
-            return None
-        X = X.astype(np.float32, copy=False)
-        return X if np.isfinite(X).all() else None
-
-    def fit(self, X, y):
-        """Adapt to the task whose labelled examples are ``X``, ``y``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-
-        Returns
-        -------
-        self : object
-        """
-        clean = self._clean_X(X)
-        if (clean is None or not isinstance(y, np.ndarray) or y.shape != X.shape[:1]
-                or not self._fast_fit(clean, y)):
-            return super().fit(X, y)
-        return self
-
-    def _checked_X(self, X):
-        """X as float32 if clean for this fitted estimator, else None."""
-        if not hasattr(self, "weights_"):
-            return None
-        return self._clean_X(X, getattr(self, "n_features_in_", None))
-
     def _scaled_X(self, X):
         if self.scaler is None:
             return X
@@ -256,31 +218,6 @@ class MAMLAdaptedClassifier(_AdaptedMAML, AdaptedClassifier):
         self.adapted = adapted
         self.scaler = scaler
 
-    def _fast_fit(self, X, y):
-        if y.dtype.kind not in "iubUS":
-            return False
-        classes, encoded = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            return False
-        self.n_features_in_, self.classes_ = X.shape[1], classes
-        self._fit_encoded(X, encoded)
-        return True
-
-    def predict_proba(self, X):
-        """Class probabilities, columns in the order of ``classes_``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-        """
-        clean = self._checked_X(X)
-        return (super().predict_proba(X) if clean is None
-                else self._predict_proba(clean))
-
     def _fit_encoded(self, X, y):
         self._adapt_weights(X, y, len(self.classes_))
 
@@ -320,31 +257,6 @@ class MAMLAdaptedRegressor(_AdaptedMAML, AdaptedRegressor):
         self.inner_steps = inner_steps
         self.adapted = adapted
         self.scaler = scaler
-
-    def _fast_fit(self, X, y):
-        if y.dtype.kind != "f":
-            return False
-        with np.errstate(over="ignore"):  # overflow: the full path's error
-            y = y.astype(np.float32)
-        if not np.isfinite(y).all():
-            return False
-        self.n_features_in_ = X.shape[1]
-        self._fit_array(X, y)
-        return True
-
-    def predict(self, X):
-        """Predicted target of each row.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,)
-        """
-        clean = self._checked_X(X)
-        return super().predict(X) if clean is None else self._predict(clean)
 
     def _fit_array(self, X, y):
         if self.scaler is not None:
