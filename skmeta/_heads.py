@@ -61,7 +61,6 @@ class CentroidHead(AdaptedClassifier):
         self.scale = scale
 
     def _fit_encoded(self, X, y):
-        self._validate_params()
         self.centroids_ = np.stack([X[y == c].mean(axis=0)
                                     for c in range(len(self.classes_))])
 
@@ -129,7 +128,6 @@ class EmbeddingHeadClassifier(AdaptedClassifier):
         return embedded / np.maximum(norms, 1e-12)
 
     def _fit_encoded(self, X, y):
-        self._validate_params()
         head, embedded = make_head(self.head), self._embed(X)
         if isinstance(head, CentroidHead):  # validated already: fit directly
             head._validate_params()

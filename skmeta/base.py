@@ -277,16 +277,31 @@ class CleanInputMixin:
     validation, which can cost more than adapting itself; anything else, and
     so every error, goes through the full validation."""
 
+    _dtype = np.float32  # the precision _fit_* and _predict* receive
+    _parameter_constraints = {}  # subclasses declare theirs; fit checks them
+
     def _clean_X(self, X, fitted=False):
-        """``X`` as float32 when clean (for the fitted width if ``fitted``),
-        else None."""
+        """``X`` in ``_dtype`` when clean (for the fitted width if
+        ``fitted``), else None."""
         if not (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f"
                 and X.size and not hasattr(self, "feature_names_in_")
                 and (not fitted or X.shape[1] == getattr(self, "n_features_in_", -1))):
             return None
         with np.errstate(over="ignore"):  # beyond float32: the full path's error
-            X = X.astype(np.float32, copy=False)
-        return X if np.isfinite(X).all() else None
+            as_float32 = X.astype(np.float32, copy=False)
+        if not np.isfinite(as_float32).all():
+            return None
+        return X.astype(self._dtype, copy=False)
+
+    def _validated_X(self, X):
+        """Rows to predict, checked against the fitted estimator."""
+        check_is_fitted(self)
+        clean = self._clean_X(X, fitted=True)
+        if clean is not None:
+            return clean
+        X = validate_data(self, X, dtype=self._dtype, reset=False)
+        check_float32_range(X, "X")
+        return X
 
     def _clean_Xy(self, X, y, kinds):
         """``(X, y)`` when both are clean (y of a dtype kind in ``kinds``),
@@ -321,11 +336,12 @@ class AdaptedClassifier(CleanInputMixin, VersionedPickleMixin, ShortReprMixin,
         -------
         self : object
         """
+        self._validate_params()
         clean = self._clean_Xy(X, y, "iubUS")
         if clean is not None and len(np.unique(clean[1])) > 1:
             X, y = clean
         else:
-            X, y = validate_data(self, X, y, dtype=np.float32)
+            X, y = validate_data(self, X, y, dtype=self._dtype)
             check_classification_targets(y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
@@ -347,11 +363,7 @@ class AdaptedClassifier(CleanInputMixin, VersionedPickleMixin, ShortReprMixin,
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        check_is_fitted(self)
-        clean = self._clean_X(X, fitted=True)
-        return self._predict_proba(
-            validate_data(self, X, dtype=np.float32, reset=False) if clean is None
-            else clean)
+        return self._predict_proba(self._validated_X(X))
 
     def predict(self, X):
         """Most probable class of each row, in the user's labels.
@@ -372,8 +384,9 @@ class AdaptedRegressor(CleanInputMixin, VersionedPickleMixin, ShortReprMixin,
                        RegressorMixin, BaseEstimator):
     """Base class of the per-task regressors that ``adapt`` returns.
 
-    Handles scikit-learn's input validation; subclasses implement
-    ``_fit_array(X, y)`` (float32 arrays) and ``_predict(X)``.
+    Handles parameter and input validation; subclasses implement
+    ``_fit_array(X, y)`` and ``_predict(X)`` (arrays in ``_dtype``, float32
+    unless they set float64).
     """
 
     def fit(self, X, y):
@@ -388,12 +401,14 @@ class AdaptedRegressor(CleanInputMixin, VersionedPickleMixin, ShortReprMixin,
         -------
         self : object
         """
+        self._validate_params()
         clean = self._clean_Xy(X, y, "f")
         if clean is None or not np.isfinite(clean[1]).all():
-            clean = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
+            clean = validate_data(self, X, y, dtype=self._dtype, y_numeric=True)
+            check_float32_range(clean[0], "X")
         X, y = clean
         check_float32_range(y, "y")
-        self._fit_array(X, y.astype(np.float32))
+        self._fit_array(X, y.astype(self._dtype))
         return self
 
     def predict(self, X):
@@ -407,8 +422,4 @@ class AdaptedRegressor(CleanInputMixin, VersionedPickleMixin, ShortReprMixin,
         -------
         y : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
-        clean = self._clean_X(X, fitted=True)
-        return self._predict(
-            validate_data(self, X, dtype=np.float32, reset=False) if clean is None
-            else clean)
+        return self._predict(self._validated_X(X))

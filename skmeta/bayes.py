@@ -16,7 +16,6 @@ from numbers import Real
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import distributed
 from ._learner import (
@@ -31,7 +30,6 @@ from .base import (
     N_JOBS_CONSTRAINT,
     AdaptedRegressor,
     MetaRegressorMixin,
-    check_float32_range,
 )
 from .nn import MLP
 
@@ -326,6 +324,8 @@ class BayesianLinearRegressor(AdaptedRegressor):
         "scaler": [None, TaskScaler],
     }
 
+    _dtype = np.float64  # the posterior is computed in float64
+
     def __init__(self, features=None, prior_mean=None, prior_chol=None,
                  noise_var=1.0, scaler=None):
         self.features = features
@@ -333,25 +333,6 @@ class BayesianLinearRegressor(AdaptedRegressor):
         self.prior_chol = prior_chol
         self.noise_var = noise_var
         self.scaler = scaler
-
-    def fit(self, X, y):
-        """Compute the posterior of the weights given the task's examples.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-
-        Returns
-        -------
-        self : object
-        """
-        self._validate_params()
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
-        check_float32_range(X, "X")
-        check_float32_range(y, "y")
-        self._fit_array(X, y)
-        return self
 
     def predict(self, X, return_std=False):
         """Posterior predictive mean (and standard deviation) of each row.
@@ -368,10 +349,7 @@ class BayesianLinearRegressor(AdaptedRegressor):
         y_std : ndarray of shape (n_samples,)
             Only if ``return_std`` is True.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        check_float32_range(X, "X")
-        mean, std = self._predictive(X)
+        mean, std = self._predictive(self._validated_X(X))
         return (mean, std) if return_std else mean
 
     def _features(self, X):
@@ -421,13 +399,6 @@ class BayesianLinearRegressor(AdaptedRegressor):
             return mean, std
         return (self.scaler.inverse_transform_y(mean),
                 self.scaler.inverse_scale_y(std))
-
-    def _predict(self, X):
-        return self._predictive(np.asarray(X, dtype=np.float64))[0]
-
-
-def _silent(*args, **kwargs):
-    pass
 
 
 class MetaBayesianRidge(MetaRegressorMixin, TorchLearner):

@@ -86,7 +86,6 @@ class TorchMLPClassifier(AdaptedClassifier):
     }
 
     def _fit_encoded(self, X, y):
-        self._validate_params()
         seed = check_random_state(self.random_state).randint(2**31)
         spec = NetSpec(PooledNet, MLP, PooledDataset(X, y.astype(np.int64)),
                        data_kwargs={"in_features": X.shape[1],
@@ -177,7 +176,6 @@ class WeightedFusionClassifier(_FusedClassifier):
     }
 
     def _combine(self, X, y):
-        self._validate_params()
         self._check_known_classes()
         probas = self._task_probas(X)
         knows_some = np.array([np.isin(self.classes_, model.classes_).any()
