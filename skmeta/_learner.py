@@ -16,6 +16,7 @@ built, with the finite-loss guard and data-parallel sync of
   ``max_epochs`` passes in batches of ``meta_batch_size`` at ``meta_lr``.
 """
 
+import copy
 import math
 import textwrap
 from dataclasses import replace
@@ -220,7 +221,8 @@ class TorchLearner(RoutedParamsMixin, BaseEstimator):
 
         The first call fits from scratch with one epoch; later calls train
         the meta-trained net one more epoch on the given tasks, keeping the
-        optimiser's state (skorch's ``partial_fit``), so training can go on
+        optimiser's state (skorch's ``partial_fit``; a pass that raises leaves
+        the learner as it was), so training can go on
         as new tasks arrive and pruned searches (e.g. optuna's
         ``OptunaSearchCV(enable_pruning=True)``) can stop it early.
 
@@ -257,7 +259,7 @@ class TorchLearner(RoutedParamsMixin, BaseEstimator):
         self._check_n_features(tasks[0].X_support.shape[1], "Tasks have")
         scaler = getattr(self, "scaler_", None)
         tasks = self._scaled(tasks, scaler)
-        net = self.net_
+        net = copy.deepcopy(self.net_)  # trained apart: a failure changes nothing
         net.partial_fit(self._net_spec(tasks).dataset, epochs=1)
         fitted = {key: value for key, value in vars(self).items()
                   if key.endswith("_") and not key.startswith("_")}

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from skorch.callbacks import Callback
 
 from skmeta import MAMLRegressor, MetaFusionClassifier, ProtoNetClassifier
 from skmeta._nets import BatchSampler, Share, module_params
@@ -86,6 +87,22 @@ def test_partial_fit_trains_one_more_pass_keeping_the_optimiser(train_tasks):
     assert model.net_.optimizer_.state_dict()["state"][0]["step"] == steps + 4
     again = ProtoNetClassifier(**model.get_params()).set_params(max_epochs=2).fit(tasks)
     assert np.allclose(again.history_[:, "train_loss"], model.history_[:, "train_loss"])
+
+
+def test_failed_partial_fit_leaves_the_learner_as_it_was(train_tasks):
+    class Fail(Callback):
+        def on_batch_end(self, net, **kwargs):
+            raise RuntimeError("a user callback failed")
+
+    model = ProtoNetClassifier(module__hidden_sizes=(8,), meta_batch_size=4,
+                               random_state=0).partial_fit(list(train_tasks[:16]))
+    weights = [p.clone() for p in model.net_.module_.parameters()]
+    model.net_.callbacks_.append(("fail", Fail().initialize()))
+    with pytest.raises(RuntimeError, match="a user callback failed"):
+        model.partial_fit(list(train_tasks[:16]))
+    assert len(model.history_) == 1
+    assert all(torch.equal(a, b) for a, b in zip(
+        weights, model.net_.module_.parameters(), strict=True))
 
 
 def test_partial_fit_refuses_other_features(train_tasks):
