@@ -34,10 +34,13 @@ need the optimizer's state, which only a joblib file keeps.
 
 import importlib
 import json
+import os
 import re
+import tempfile
 import warnings
 from collections import OrderedDict
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 import safetensors.torch
@@ -129,8 +132,22 @@ def save(estimator, path):
     if hasattr(path, "write"):
         path.write(data)
     else:
-        with open(path, "wb") as file:
+        _write_atomically(Path(path), data)
+
+
+def _write_atomically(path, data):
+    """Write ``data`` to a temporary file beside ``path`` and rename it over
+    ``path``: an interrupted or failed save leaves any earlier file whole."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as file:
             file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 class _Encoder:

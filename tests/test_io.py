@@ -378,3 +378,18 @@ def test_malformed_trees_fail_clearly():
             {"kind": "tensor", "tensor": "7"})))
     with pytest.raises(ValueError, match="unknown object"):
         skmeta.io.load(crafted(estimator_with({"kind": "ref", "id": 3})))
+
+
+def test_a_failed_save_leaves_the_earlier_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    skmeta.io.save(PrototypeClassifier().fit([[0.0], [1.0]], ["a", "b"]), path)
+    before = path.read_bytes()
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        skmeta.io.save(PrototypeClassifier().fit([[0.0], [2.0]], ["c", "d"]), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
