@@ -1,11 +1,9 @@
 """Standardisation with training-task statistics, for learners that want raw
 inputs to just work (scikit-learn's ``normalize_y`` pattern, over tasks)."""
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from .tasks import Task
+from .tasks import MappedTasks, Task
 
 
 class TaskScaler:
@@ -124,23 +122,10 @@ class TaskScaler:
         memory already), a lazy view of any other collection."""
         if isinstance(tasks, list):
             return [self.transform_task(task) for task in tasks]
-        return ScaledTasks(tasks, self)
+        return MappedTasks(tasks, self._transform_at)
 
-
-class ScaledTasks(Sequence):
-    """A task collection seen through a fitted :class:`TaskScaler`; tasks
-    are standardised as they are read."""
-
-    def __init__(self, tasks, scaler):
-        self.tasks, self.scaler = tasks, scaler
-
-    def __len__(self):
-        return len(self.tasks)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self.scaler.transform_task(self.tasks[index])
+    def _transform_at(self, task, index):
+        return self.transform_task(task)
 
 
 def _safe_scale(scale):

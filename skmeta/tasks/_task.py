@@ -1,5 +1,6 @@
 """The task: one small supervised dataset, split into support and query sets."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,42 @@ class Task:
     def n_query(self):
         """Number of query examples (0 when the task has no query set)."""
         return 0 if self.X_query is None else len(self.X_query)
+
+
+class MappedTasks(Sequence):
+    """A task collection whose task ``i`` is ``function(tasks[i], i)``,
+    computed as it is read, so that a view of millions of tasks takes no
+    memory beyond its source's (slices give lists).
+
+    Used for the validated view :func:`check_tasks` returns for collections
+    that are not in memory, and for standardised views of training tasks.
+
+    Parameters
+    ----------
+    tasks : sized, indexable sequence of tasks
+    function : callable
+        ``function(task, index)`` gives the task seen at ``index``.
+
+    Examples
+    --------
+    >>> from skmeta.tasks import MappedTasks, Task
+    >>> doubled = MappedTasks([Task([[1.0]], [0])] * 3,
+    ...                       lambda task, i: Task([[2.0 * i]], task.y_support))
+    >>> len(doubled), doubled[-1].X_support
+    (3, [[4.0]])
+    """
+
+    def __init__(self, tasks, function):
+        self.tasks, self.function = tasks, function
+
+    def __len__(self):
+        return len(self.tasks)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]
+        return self.function(self.tasks[index], index)
 
 
 def encode_labels(task):

@@ -1,6 +1,6 @@
 """check_tasks: the one validator every meta-learner runs on its input."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +9,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 
-from ._task import Task
+from ._task import MappedTasks, Task
 
 _COLLECTION_HINT = (
     "a task collection: a list of skmeta.Task, of (X, y) or of "
@@ -43,13 +43,13 @@ def check_tasks(tasks, *, task_type="classification", require_y_query=True,
 
     Returns
     -------
-    list of Task, or CheckedTasks
+    list of Task, or MappedTasks
         Tasks with ``X`` arrays as C-contiguous float32 of shape
         (n, n_features) (the caller's arrays themselves when they are so
         already) and ``y`` arrays 1-D with the user's labels (float64 targets
         for regression). Lists and tuples, in memory already, are validated
         and converted once; other collections (an :class:`EpisodeSampler`, a
-        :class:`TaskStore`) come back as a lazy :class:`CheckedTasks` that
+        :class:`TaskStore`) come back as a lazy :class:`MappedTasks` that
         validates each task as it is read, so millions of episodes are never
         held in memory.
 
@@ -76,28 +76,7 @@ def check_tasks(tasks, *, task_type="classification", require_y_query=True,
                            n_features=first.X_support.shape[1])
     if isinstance(tasks, (list, tuple)):  # in memory already: convert once
         return [checker(task, i) for i, task in enumerate(tasks)]
-    return CheckedTasks(tasks, checker)
-
-
-class CheckedTasks(Sequence):
-    """A lazy task collection, validated and converted task by task as read.
-
-    What :func:`check_tasks` returns for collections that are not lists or
-    tuples (episode samplers, on-disk stores): only the tasks being read are
-    converted, so millions of tasks take no memory beyond their source's.
-    """
-
-    def __init__(self, tasks, checker):
-        self.tasks, self.checker = tasks, checker
-
-    def __len__(self):
-        return len(self.tasks)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        index = range(len(self))[index]
-        return self.checker(self.tasks[index], index)
+    return MappedTasks(tasks, checker)
 
 
 def check_collection(tasks):
