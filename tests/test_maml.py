@@ -41,13 +41,32 @@ def untrained_net(model, tasks):
                     **spec.params).initialize()
 
 
-def meta_gradient(algorithm, tasks, **params):
-    """The meta-gradient of the mean query loss over ``tasks``, from the core."""
-    model = MAMLRegressor(tiny_net(), algorithm=algorithm, inner_lr=0.3, **params)
+def meta_gradient(algorithm, tasks, model=None, **params):
+    """The meta-gradient of the mean query loss over ``tasks``, from the core
+    (of ``model``, by default a MAMLRegressor of :func:`tiny_net`)."""
+    model = model or MAMLRegressor(tiny_net(), inner_lr=0.3)
+    model.set_params(algorithm=algorithm, **params)
     tasks = model._check_tasks(tasks)
     net = untrained_net(model, tasks)
     net.batch_loss(net.collate(tasks), training=True)
     return [p.grad.clone() for p in net.module_.parameters()]
+
+
+def ragged_tasks(classification, n_tasks=12, seed=0):
+    """Tasks of 1-5 support and 2-7 query rows (each class in every support
+    set when ``classification``: 3 classes)."""
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for _ in range(n_tasks):
+        n_support, n_query = rng.integers(1, 6), rng.integers(2, 8)
+        if classification:
+            y_support = np.arange(3).repeat(n_support)
+            y_query = rng.integers(0, 3, n_query)
+        else:
+            y_support, y_query = rng.normal(size=n_support), rng.normal(size=n_query)
+        tasks.append(Task(rng.normal(size=(len(y_support), 2)), y_support,
+                          rng.normal(size=(n_query, 2)), y_query))
+    return tasks
 
 
 def reference_meta_gradient(tasks, inner_lr=0.3, second_order=True):
@@ -489,7 +508,7 @@ def test_chunk_plan_is_probed_once_per_task_shape_and_changes_nothing(monkeypatc
         net.module_.zero_grad()
         net.batch_loss(net.collate(tasks), training=True)
         gradients.append([p.grad.clone() for p in net.module_.parameters()])
-    assert len(probes) == 2  # one per shape, not one per meta-batch
+    assert len(probes) == len(net.collate(tasks).groups)  # not one per meta-batch
     net._chunk_plans.clear()
     net.module_.zero_grad()
     net.batch_loss(net.collate(tasks), training=True)
@@ -506,3 +525,90 @@ def test_divergence_verdict_sees_non_finite_weights_and_overflowing_sums():
     assert _verdict(fast, *losses).tolist() == [False, True, True]
     huge = {"w": torch.full((2, 4), 3e38)}  # finite weights whose sum overflows
     assert _verdict(huge, torch.ones(2), torch.ones(2)).tolist() == [False, False]
+
+
+@pytest.mark.parametrize("classification", [False, True])
+@pytest.mark.parametrize("algorithm", maml_core.ALGORITHMS)
+def test_padded_ragged_tasks_give_the_exact_shape_meta_gradient(
+        algorithm, classification, monkeypatch):
+    tasks = ragged_tasks(classification)
+    model = (MAMLClassifier(tiny_net_classifier(), inner_lr=0.3) if classification
+             else None)
+    padded = meta_gradient(algorithm, tasks, model, inner_steps=2)
+    monkeypatch.setattr(maml_core, "rows_independent", lambda module: False)
+    exact = meta_gradient(algorithm, tasks, model, inner_steps=2)  # shape groups
+    for ours, theirs in zip(padded, exact, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def tiny_net_classifier():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(),
+                               torch.nn.Linear(8, 3))
+
+
+@pytest.mark.parametrize("classification", [False, True])
+def test_padded_loss_and_accuracy_count_real_rows_only(classification):
+    tasks = ragged_tasks(classification)
+    model = (MAMLClassifier(tiny_net_classifier()) if classification
+             else MAMLRegressor(tiny_net()))
+    tasks = model._check_tasks(tasks)
+    net = untrained_net(model, tasks)
+    padded = net.collate(tasks)
+    assert len(padded.groups) < len({(len(t.X_support), len(t.X_query))
+                                     for t in tasks})
+    net.pad_tasks_ = False  # exact shapes only
+    exact = net.collate(tasks)
+    (loss, accuracy), (exact_loss, exact_accuracy) = (
+        net.batch_loss(batch, training=False) for batch in (padded, exact))
+    assert loss.item() == pytest.approx(exact_loss.item(), rel=1e-5)
+    assert accuracy == exact_accuracy  # None for regression
+
+
+@pytest.mark.parametrize("estimator", [MAMLClassifier, MAMLRegressor])
+def test_batched_predict_of_ragged_tasks_equals_per_task_adapt(estimator):
+    tasks = ragged_tasks(estimator is MAMLClassifier, n_tasks=20)
+    model = estimator(tiny_net_classifier() if estimator is MAMLClassifier
+                      else tiny_net(), inner_lr=0.3, test_inner_steps=2,
+                      max_epochs=2, random_state=0).fit(tasks)
+    for task, prediction in zip(tasks, model.predict(tasks), strict=True):
+        expected = model.adapt(task.X_support, task.y_support).predict(task.X_query)
+        assert prediction.shape == (len(task.X_query),)
+        np.testing.assert_allclose(prediction, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_size_buckets_bound_the_padding():
+    def shapes(sizes, pad=True):
+        rows = [(i, None, np.zeros(s), None, np.zeros(q), None)
+                for i, (s, q) in enumerate(sizes)]
+        return [sorted((len(r[2]), len(r[4])) for r in bucket)
+                for bucket in maml_core._buckets(rows, pad)]
+
+    uniform = shapes([(5, 10)] * 4)
+    assert uniform == [[(5, 10)] * 4]
+    rng = np.random.default_rng(0)
+    spread = list(zip(rng.integers(2, 5, 50), rng.integers(4, 12, 50), strict=True))
+    assert len(shapes(spread)) == 1  # the usual spread shares one vmap
+    lopsided = shapes([(1000, 1000)] + [(5, 5)] * 15)
+    assert lopsided == [[(1000, 1000)], [(5, 5)] * 15]  # no 100-fold padding
+    for bucket in shapes(spread + [(40, 60)] * 3):
+        padded = len(bucket) * (max(s for s, _ in bucket) + max(q for _, q in bucket))
+        assert padded <= maml_core._MAX_PADDING * sum(s + q for s, q in bucket)
+        assert all(padded <= maml_core._MAX_TASK_PADDING * (s + q) * len(bucket)
+                   for s, q in bucket)
+    exact = shapes(spread, pad=False)
+    assert all(len(set(bucket)) == 1 for bucket in exact)
+    assert len(exact) == len(set(spread))
+
+
+def test_batchnorm_modules_group_tasks_by_exact_shape():
+    bn = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.BatchNorm1d(4),
+                             torch.nn.Linear(4, 1))
+    assert not maml_core.rows_independent(bn)
+    assert maml_core.rows_independent(tiny_net())
+    tasks = ragged_tasks(classification=False)
+    model = MAMLRegressor(bn)
+    net = untrained_net(model, model._check_tasks(tasks))
+    groups = net.collate(model._check_tasks(tasks)).groups
+    assert len(groups) == len({(len(t.X_support), len(t.X_query)) for t in tasks})
+    assert all(g.support_mask is None and g.query_mask is None for g in groups)

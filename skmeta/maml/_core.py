@@ -1,22 +1,27 @@
 """The functional, task-batched core of the MAML family.
 
-A meta-batch is split into groups of tasks with the same shapes (support
-size, query size, number of classes); within a group, tasks run together:
-the inner loop of one task (``torch.func.grad`` of ``functional_call``) is
-vectorised over them with ``torch.func.vmap``, so the fast weights carry a
-leading task dimension, and the meta-gradient (second order unless asked
-otherwise) comes from one backward pass through it. No Python loop over
-tasks, no module copies. Groups are processed in chunks whose meta-gradients
-are accumulated, so memory stays flat as the meta-batch grows.
+A meta-batch is split into groups of tasks with the same number of classes
+and, after padding, the same numbers of rows; within a group, tasks run
+together: the inner loop of one task (``torch.func.grad`` of
+``functional_call``) is vectorised over them with ``torch.func.vmap``, so
+the fast weights carry a leading task dimension, and the meta-gradient
+(second order unless asked otherwise) comes from one backward pass through
+it. No Python loop over tasks, no module copies. Tasks of different sizes
+(the normal case on real data) are padded to a few shared sizes: padded
+rows carry zero weight in every loss, so results equal the unpadded ones.
+Groups are processed in chunks whose meta-gradients are accumulated, so
+memory stays flat as the meta-batch grows.
 """
 
 import math
 from dataclasses import dataclass, fields
+from operator import itemgetter
 
 import numpy as np
 import torch
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
+from torch.nn.modules.batchnorm import _NormBase
 
 from .._nets import SkmetaNet
 from ..tasks import encode_labels
@@ -32,10 +37,12 @@ _CHUNK_BUDGET = 2**24
 
 @dataclass
 class TaskGroup:
-    """Tasks of identical shapes, stacked: ``X_*`` (tasks, rows, features),
+    """Tasks stacked to identical shapes: ``X_*`` (tasks, rows, features),
     ``y_*`` (tasks, rows) with class indices or float targets; ``y_query`` is
     None when query labels are unknown. ``index`` holds the tasks' positions
-    in the collection and ``classes`` their labels (classification)."""
+    in the collection and ``classes`` their labels (classification).
+    ``support_mask`` and ``query_mask`` (tasks, rows) weigh real rows 1 and
+    padding rows 0; None when no task is padded."""
 
     X_support: torch.Tensor
     y_support: torch.Tensor
@@ -44,22 +51,29 @@ class TaskGroup:
     n_way: int
     index: list
     classes: list
+    support_mask: torch.Tensor | None = None
+    query_mask: torch.Tensor | None = None
 
     def __len__(self):
         return len(self.X_support)
 
+    def _map(self, tensors, lists=None):
+        """A group with ``tensors`` applied to its tensors (and ``lists`` to
+        its per-task lists)."""
+        def apply(value):
+            if isinstance(value, torch.Tensor):
+                return tensors(value)
+            return lists(value) if lists and isinstance(value, list) else value
+        return TaskGroup(**{f.name: apply(getattr(self, f.name))
+                            for f in fields(self)})
+
     def to(self, device):
-        return TaskGroup(*(getattr(self, f.name).to(device)
-                           if isinstance(getattr(self, f.name), torch.Tensor)
-                           else getattr(self, f.name) for f in fields(self)))
+        return self._map(lambda tensor: tensor.to(device))
 
     def chunks(self, size):
         for start in range(0, len(self), size):
-            part = slice(start, start + size)
-            yield TaskGroup(self.X_support[part], self.y_support[part],
-                            self.X_query[part],
-                            None if self.y_query is None else self.y_query[part],
-                            self.n_way, self.index[part], self.classes[part])
+            part = itemgetter(slice(start, start + size))
+            yield self._map(part, part)
 
 
 @dataclass
@@ -72,33 +86,79 @@ class MAMLBatch:
         return sum(len(group) for group in self.groups)
 
 
-def group_tasks(tasks, classification):
-    """Encode and stack validated tasks, one :class:`TaskGroup` per shape."""
-    encoded = {}
+# Padding may at most double the rows a group processes, and at most
+# quadruple those of any one task: tasks of a few sizes (the normal case on
+# real data) share one vmap, a few large tasks are not padded to by many
+# small ones, and a small task does not join a large one.
+_MAX_PADDING, _MAX_TASK_PADDING = 2.0, 4.0
+
+
+def group_tasks(tasks, classification, pad=True):
+    """Encode and stack validated tasks into :class:`TaskGroup` s: one per
+    number of classes and size bucket (``pad``), or per exact shape (for
+    modules whose rows are not independent, such as BatchNorm's)."""
+    by_way = {}
     for index, task in enumerate(tasks):
         if classification:
             classes, y_support, y_query = encode_labels(task)
         else:
             classes, y_support, y_query = None, task.y_support, task.y_query
         n_way = 0 if classes is None else len(classes)
-        key = (len(task.X_support), len(task.X_query), n_way)
-        encoded.setdefault(key, []).append(
+        by_way.setdefault(n_way, []).append(
             (index, classes, task.X_support, y_support, task.X_query, y_query))
     return [_stack(rows, n_way, classification)
-            for (_, _, n_way), rows in encoded.items()]
+            for n_way, encoded in by_way.items()
+            for rows in _buckets(encoded, pad)]
+
+
+def _buckets(encoded, pad):
+    """Split tasks into lists padded to a shared (support, query) size each:
+    largest first, a task joins the open bucket while the padding stays
+    within the bounds above (without ``pad``: tasks of the same shape
+    only)."""
+    def size(row):
+        return len(row[2]), len(row[4])
+
+    max_padding, max_task_padding = ((_MAX_PADDING, _MAX_TASK_PADDING) if pad
+                                     else (1.0, 1.0))
+    buckets, shape, real = [], None, 0
+    for row in sorted(encoded, key=lambda row: (sum(size(row)), size(row)),
+                      reverse=True):
+        rows = sum(size(row))
+        grown = shape and tuple(map(max, shape, size(row)))
+        if grown and (sum(grown) <= max_task_padding * rows
+                      and sum(grown) * (len(buckets[-1]) + 1)
+                      <= max_padding * (real + rows)):
+            buckets[-1].append(row)
+            shape, real = grown, real + rows
+        else:
+            buckets.append([row])
+            shape, real = size(row), rows
+    return buckets
 
 
 def _stack(rows, n_way, classification):
     index, classes, X_support, y_support, X_query, y_query = zip(*rows, strict=True)
     dtype = torch.long if classification else torch.float32
+    X_support, support_mask = _padded(X_support, torch.float32)
+    X_query, query_mask = _padded(X_query, torch.float32)
+    return TaskGroup(X_support, _padded(y_support, dtype)[0], X_query,
+                     None if y_query[0] is None else _padded(y_query, dtype)[0],
+                     n_way, list(index), list(classes), support_mask, query_mask)
 
-    def tensor(arrays, dtype):
-        return torch.as_tensor(np.stack(arrays)).to(dtype)
 
-    return TaskGroup(tensor(X_support, torch.float32), tensor(y_support, dtype),
-                     tensor(X_query, torch.float32),
-                     None if y_query[0] is None else tensor(y_query, dtype),
-                     n_way, list(index), list(classes))
+def _padded(arrays, dtype):
+    """Arrays stacked along a new first axis, zero-padded to the longest; and
+    the mask of real rows, or None if none is padded."""
+    length = max(len(array) for array in arrays)
+    if all(len(array) == length for array in arrays):
+        return torch.as_tensor(np.stack(arrays)).to(dtype), None
+    first = np.asarray(arrays[0])
+    stacked = np.zeros((len(arrays), length, *first.shape[1:]), first.dtype)
+    mask = np.zeros((len(arrays), length), np.float32)
+    for i, array in enumerate(arrays):
+        stacked[i, :len(array)], mask[i, :len(array)] = array, 1.0
+    return torch.as_tensor(stacked).to(dtype), torch.as_tensor(mask)
 
 
 class FunctionalLearner:
@@ -149,11 +209,12 @@ class FunctionalLearner:
         return rows
 
     def adapt(self, X, y, n_way, steps, create_graph=False, track=True,
-              losses=False):
+              losses=False, mask=None):
         """Fast weights of every task after ``steps`` gradient steps on (X, y).
 
         ``create_graph`` keeps the inner gradients differentiable (second
-        order); ``track=False`` detaches the initialisation (evaluation).
+        order); ``track=False`` detaches the initialisation (evaluation);
+        ``mask`` (tasks, rows) weighs each row in the loss (0: padding).
         Returns a dict of tensors with a leading task dimension; with
         ``losses=True``, also each task's support loss before and after the
         steps (detached tensors of shape (tasks,); the first comes free with
@@ -162,24 +223,25 @@ class FunctionalLearner:
         init = self.init if track else {k: w.detach() for k, w in self.init.items()}
         inner = torch.func.grad_and_value(self._task_loss)
 
-        def one_task(weights, rows, targets):
+        def one_task(weights, rows, targets, weight):
             before = None
             for _ in range(steps):
-                grads, loss = inner(weights, rows, targets, n_way)
+                grads, loss = inner(weights, rows, targets, n_way, weight)
                 before = loss if before is None else before
                 weights = {name: self._step(name, w, grads[name] if create_graph
                                             else grads[name].detach())
                            for name, w in weights.items()}
             return weights, before
 
-        fast, before = vmap(one_task, in_dims=(None, 0, 0), randomness="different")(
-            init, X, y)
+        mask_dim = None if mask is None else 0
+        fast, before = vmap(one_task, in_dims=(None, 0, 0, mask_dim),
+                            randomness="different")(init, X, y, mask)
         if not losses:
             return fast
         with torch.no_grad():
-            after = vmap(self._task_loss, in_dims=(0, 0, 0, None),
+            after = vmap(self._task_loss, in_dims=(0, 0, 0, None, mask_dim),
                          randomness="different")(
-                {k: w.detach() for k, w in fast.items()}, X, y, n_way)
+                {k: w.detach() for k, w in fast.items()}, X, y, n_way, mask)
         return fast, before.detach(), after
 
     def adapt_one(self, X, y, n_way, steps):
@@ -228,24 +290,29 @@ class FunctionalLearner:
         return torch.cat([self._call(fast, X[start:start + ROW_CHUNK])
                           for start in range(0, len(X), ROW_CHUNK)])
 
-    def _task_loss(self, weights, rows, targets, n_way):
+    def _task_loss(self, weights, rows, targets, n_way, mask=None):
         outputs = self._call(weights, rows)
         if self.classification:
-            return F.cross_entropy(self.logits(outputs, n_way), targets)
-        return (outputs.reshape(targets.shape) - targets).square().mean()
+            logits = self.logits(outputs, n_way)
+            if mask is None:
+                return F.cross_entropy(logits, targets)
+            return _mean(F.cross_entropy(logits, targets, reduction="none"), mask)
+        return _mean((outputs.reshape(targets.shape) - targets).square(), mask)
 
     def forward(self, fast, X):
         """The module's outputs for each task's rows under its fast weights."""
         return vmap(self._call, randomness="different")(fast, X)
 
-    def losses(self, outputs, y, n_way):
-        """Mean loss per task: a tensor of shape (tasks,)."""
+    def losses(self, outputs, y, n_way, mask=None):
+        """Mean loss per task (over the rows ``mask`` weighs 1): a tensor of
+        shape (tasks,)."""
         n_tasks, n_rows = y.shape
         if not self.classification:
-            return (outputs.reshape(n_tasks, n_rows) - y).square().mean(1)
+            return _mean((outputs.reshape(n_tasks, n_rows) - y).square(), mask)
         logits = self.logits(outputs, n_way)
-        return F.cross_entropy(logits.reshape(n_tasks * n_rows, n_way), y.reshape(-1),
-                               reduction="none").reshape(n_tasks, n_rows).mean(1)
+        return _mean(F.cross_entropy(logits.reshape(n_tasks * n_rows, n_way),
+                                     y.reshape(-1), reduction="none"
+                                     ).reshape(n_tasks, n_rows), mask)
 
     @staticmethod
     def logits(outputs, n_way):
@@ -261,6 +328,14 @@ class FunctionalLearner:
         if isinstance(self.inner_lr, dict):  # Meta-SGD: learned rate tensors
             return weights - self.inner_lr[name] * grads
         return torch.add(weights, grads, alpha=-self.inner_lr)
+
+
+def _mean(row_losses, mask):
+    """Mean over the last (row) axis, of the rows ``mask`` weighs 1 when
+    given."""
+    if mask is None:
+        return row_losses.mean(-1)
+    return (row_losses * mask).sum(-1) / mask.sum(-1)
 
 
 _ELEMENTWISE = {torch.nn.ReLU: F.relu, torch.nn.Tanh: torch.tanh,
@@ -293,6 +368,13 @@ def _linear_plan(module):
         else:
             return None
     return plan
+
+
+def rows_independent(module):
+    """Whether the module's output for a row depends on that row only, so
+    tasks may be padded with rows of zero weight: False when it normalises
+    with batch statistics (BatchNorm)."""
+    return not any(isinstance(child, _NormBase) for child in module.modules())
 
 
 def adapted_names(module, algorithm):
@@ -353,6 +435,7 @@ class MAMLNet(SkmetaNet):
         if self.algorithm == "metasgd":
             self.inner_rates_ = InnerRates(self.module_, self.inner_lr)
         self._chunk_plans = {}  # work per task, by task shape: probed once
+        self.pad_tasks_ = rows_independent(self.module_)
         return self
 
     def functional_learner(self):
@@ -362,7 +445,7 @@ class MAMLNet(SkmetaNet):
                                  self.classification)
 
     def collate(self, tasks):
-        return MAMLBatch(group_tasks(tasks, self.classification))
+        return MAMLBatch(group_tasks(tasks, self.classification, self.pad_tasks_))
 
     def batch_loss(self, batch, training):
         learner, n_tasks = self.functional_learner(), len(batch)
@@ -374,8 +457,10 @@ class MAMLNet(SkmetaNet):
                     learner, chunk, training, weight=len(chunk) / n_tasks)
                 loss = loss + chunk_loss * len(chunk) / n_tasks
                 if self.classification:
-                    correct += (outputs.argmax(-1) == chunk.y_query).sum().item()
-                    n_rows += chunk.y_query.numel()
+                    hits = (outputs.argmax(-1) == chunk.y_query).float()
+                    mask = chunk.query_mask
+                    correct += (hits if mask is None else hits * mask).sum().item()
+                    n_rows += (hits.numel() if mask is None else mask.sum().item())
         return loss, correct / n_rows if self.classification else None
 
     def _chunk_loss(self, learner, chunk, training, weight):
@@ -387,9 +472,10 @@ class MAMLNet(SkmetaNet):
         second_order = training and self.algorithm != "fomaml"
         fast = learner.adapt(chunk.X_support, chunk.y_support, chunk.n_way,
                              self.inner_steps, create_graph=second_order,
-                             track=training)
+                             track=training, mask=chunk.support_mask)
         outputs = learner.forward(fast, chunk.X_query)
-        loss = learner.losses(outputs, chunk.y_query, chunk.n_way).mean()
+        loss = learner.losses(outputs, chunk.y_query, chunk.n_way,
+                              chunk.query_mask).mean()
         if training:
             (loss * weight).backward()
         return loss.detach(), _outputs(learner, outputs, chunk)
@@ -400,13 +486,15 @@ class MAMLNet(SkmetaNet):
         meta-gradient is initialisation minus that mean)."""
         X = torch.cat([chunk.X_support, chunk.X_query], 1)
         y = torch.cat([chunk.y_support, chunk.y_query], 1)
-        fast = learner.adapt(X, y, chunk.n_way, self.inner_steps, track=False)
+        fast = learner.adapt(X, y, chunk.n_way, self.inner_steps, track=False,
+                             mask=_joined_masks(chunk))
         for name, param in learner.init.items():
             step = (param.detach() - fast[name].detach().mean(0)) * weight
             param.grad = step if param.grad is None else param.grad + step
         with torch.no_grad():
             outputs = learner.forward(fast, chunk.X_query)
-            loss = learner.losses(outputs, chunk.y_query, chunk.n_way).mean()
+            loss = learner.losses(outputs, chunk.y_query, chunk.n_way,
+                                  chunk.query_mask).mean()
         return loss, _outputs(learner, outputs, chunk)
 
     def resolve_chunk_size(self, group, learner):
@@ -451,6 +539,15 @@ def _activations_per_row(module, group):
         for hook in hooks:
             hook.remove()
     return math.ceil(sum(sizes) / len(rows))
+
+
+def _joined_masks(chunk):
+    """The mask of a chunk's support rows followed by its query rows."""
+    if chunk.support_mask is None and chunk.query_mask is None:
+        return None
+    return torch.cat([torch.ones(y.shape, device=y.device) if mask is None else mask
+                      for mask, y in ((chunk.support_mask, chunk.y_support),
+                                      (chunk.query_mask, chunk.y_query))], 1)
 
 
 def _outputs(learner, outputs, chunk):

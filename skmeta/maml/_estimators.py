@@ -6,7 +6,6 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
-from torch.func import vmap
 
 from .._learner import (
     SHARED_CONSTRAINTS,
@@ -22,7 +21,14 @@ from ..base import (
     MetaRegressorMixin,
 )
 from ..nn import MLP
-from ._core import ALGORITHMS, FunctionalLearner, MAMLNet, chunk_size, group_tasks
+from ._core import (
+    ALGORITHMS,
+    FunctionalLearner,
+    MAMLNet,
+    chunk_size,
+    group_tasks,
+    rows_independent,
+)
 
 
 class _AdaptedMAML:
@@ -45,9 +51,9 @@ class _AdaptedMAML:
         X, y = torch.from_numpy(self._scaled_X(X)), torch.from_numpy(y)
         learner = self._learner()
         fast, before, after = learner.adapt_one(X, y, n_way, self.inner_steps)
-        _check_adaptation(learner, {name: w[None] for name, w in fast.items()},
-                          X[None], y[None], n_way, self.inner_steps, self.inner_lr,
-                          losses=(before[None], after[None]))
+        _check_adaptation({name: w[None] for name, w in fast.items()},
+                          (before[None], after[None]), self.inner_steps,
+                          self.inner_lr)
         self.weights_ = fast
 
     def _outputs(self, X):
@@ -65,20 +71,6 @@ class _AdaptedMAML:
 # (Loose enough that an untrained network's first, overshooting inner steps on
 # real data are not mistaken for divergence: 2.5 -> 25 happens there.)
 _LOSS_GROWTH, _LOSS_MARGIN = 1e3, 10.0
-
-
-def _diverged(learner, fast, X, y, n_way):
-    """Per task of a chunk: (diverged?, support loss before, after). Tasks
-    whose loss is not finite before adaptation are left to the loss guard
-    (their meta-learned weights are to blame, not the inner loop)."""
-    def losses(weights, in_dim):
-        return vmap(learner._task_loss, in_dims=(in_dim, 0, 0, None),
-                    randomness="different")(weights, X, y, n_way)
-
-    with torch.no_grad():
-        before = losses({k: w.detach() for k, w in learner.init.items()}, None)
-        after = losses({k: w.detach() for k, w in fast.items()}, 0)
-    return _verdict(fast, before, after), before, after
 
 
 def _verdict(fast, before, after):
@@ -109,16 +101,11 @@ def _rate(inner_lr):
             if isinstance(inner_lr, dict) else f"inner_lr={inner_lr}")
 
 
-def _check_adaptation(learner, fast, X, y, n_way, steps, inner_lr, index=(0,),
-                      losses=None):
+def _check_adaptation(fast, losses, steps, inner_lr, index=(0,)):
     """Raise FloatingPointError, naming the task and ``inner_lr``, if the
-    inner loop diverged in any task (see :func:`_diverged`); ``losses``, the
-    support losses (before, after) when already known, saves computing
-    them."""
-    if losses is None:
-        diverged, before, after = _diverged(learner, fast, X, y, n_way)
-    else:
-        (before, after), diverged = losses, _verdict(fast, *losses)
+    inner loop diverged in any task: from the fast weights and the support
+    losses (before, after) of each task (see :func:`_verdict`)."""
+    (before, after), diverged = losses, _verdict(fast, *losses)
     if diverged.any():
         position = int(diverged.nonzero()[0])
         raise FloatingPointError(
@@ -134,10 +121,10 @@ class _GuardedLearner(FunctionalLearner):
 
     net = None  # the MAMLNet training with it
 
-    def adapt(self, X, y, n_way, steps, create_graph=False, track=True):
+    def adapt(self, X, y, n_way, steps, create_graph=False, track=True, mask=None):
         fast, before, after = super().adapt(X, y, n_way, steps,
                                             create_graph=create_graph, track=track,
-                                            losses=True)
+                                            losses=True, mask=mask)
         diverged = _verdict(fast, before, after)
         if diverged.any():
             position = int(diverged.nonzero()[0])
@@ -348,20 +335,22 @@ class _MAMLLearner(TorchLearner):
                                     self._classification)
         tasks = self._scaled(tasks, self.scaler_)
         predictions = [None] * len(tasks)
-        for group in group_tasks(tasks, self._classification):
+        for group in group_tasks(tasks, self._classification,
+                                 rows_independent(self.module_)):
             size = chunk_size(self.chunk_size, learner, group, self._test_steps)
             for chunk in group.chunks(size):
                 with torch.enable_grad():
                     fast, *losses = learner.adapt(
                         chunk.X_support, chunk.y_support, chunk.n_way,
-                        self._test_steps, track=False, losses=True)
-                _check_adaptation(learner, fast, chunk.X_support, chunk.y_support,
-                                  chunk.n_way, self._test_steps, self.inner_lr_,
-                                  chunk.index, losses=losses)
+                        self._test_steps, track=False, losses=True,
+                        mask=chunk.support_mask)
+                _check_adaptation(fast, losses, self._test_steps, self.inner_lr_,
+                                  chunk.index)
                 with torch.no_grad():
                     outputs = learner.forward(fast, chunk.X_query)
                 for i, index in enumerate(chunk.index):
-                    predictions[index] = self._decode(outputs[i], chunk, i)
+                    n_query = len(tasks[index].X_query)  # without padding
+                    predictions[index] = self._decode(outputs[i, :n_query], chunk, i)
         return predictions
 
     def _decode(self, outputs, chunk, i):
@@ -434,7 +423,9 @@ class MAMLClassifier(MetaClassifierMixin, _MAMLLearner):
     et al. 2017); variants are chosen with ``algorithm``. Tasks of a
     meta-batch are adapted together (``torch.func.vmap``), with second-order
     meta-gradients, and tasks may differ in their numbers of classes and
-    examples. ``adapt`` returns a :class:`MAMLAdaptedClassifier`.
+    examples (tasks of different sizes are padded to shared sizes with rows
+    of zero weight, so they still run together; modules with BatchNorm are
+    grouped by exact size instead). ``adapt`` returns a :class:`MAMLAdaptedClassifier`.
 
     On small data, compare with :class:`skmeta.ProtoNetClassifier` and
     with raw nearest centroid
@@ -474,7 +465,8 @@ class MAMLRegressor(MetaRegressorMixin, _MAMLLearner):
     al. 2017; the sinusoid problem is
     :func:`skmeta.datasets.make_sinusoid_tasks`); variants are chosen with
     ``algorithm``. Tasks of a meta-batch are adapted together
-    (``torch.func.vmap``). ``adapt`` returns a :class:`MAMLAdaptedRegressor`;
+    (``torch.func.vmap``), also when each has its own number of points
+    (they are padded to shared sizes with rows of zero weight). ``adapt`` returns a :class:`MAMLAdaptedRegressor`;
     ``score`` is the mean R² over tasks.
     """ + _LEARNER_PARAMS.format(
         outputs="one output", acc="", shared=_SHARED,
