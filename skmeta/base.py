@@ -7,7 +7,9 @@ query set. Because tasks are the samples, scikit-learn's model selection
 (``GridSearchCV``, ``cross_val_score``) splits task collections unchanged.
 """
 
+import functools
 import inspect
+import weakref
 from numbers import Integral
 
 import numpy as np
@@ -65,7 +67,37 @@ def _qualified_name(cls):
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-class MetaLearnerMixin(VersionedPickleMixin):
+class CheapParamsMixin:
+    """scikit-learn's parameter handling, made cheap for calls repeated per
+    task (``adapt`` checks the parameters it runs with): constructor
+    parameter names are read once per class, and a check of parameters that
+    are the very objects last checked is skipped."""
+
+    @classmethod
+    def _get_param_names(cls):
+        return _param_names(cls)
+
+    def _validate_params(self):
+        params = self.get_params(deep=False)
+        checked = _CHECKED_PARAMS.get(self)
+        if checked is not None and checked.keys() == params.keys() and all(
+                params[name] is checked[name] for name in params):
+            return
+        super()._validate_params()
+        _CHECKED_PARAMS[self] = params
+
+
+@functools.cache
+def _param_names(cls):
+    return BaseEstimator._get_param_names.__func__(cls)
+
+
+# estimator -> the parameters it last passed the check with (kept outside the
+# estimator, so neither pickles nor skmeta.io files carry it)
+_CHECKED_PARAMS = weakref.WeakKeyDictionary()
+
+
+class MetaLearnerMixin(CheapParamsMixin, VersionedPickleMixin):
     """The contract of skmeta's meta-learners: fit on tasks, adapt to a new one.
 
     Learners inherit it through :class:`MetaClassifierMixin` or
@@ -314,8 +346,8 @@ class CleanInputMixin:
         return clean, y
 
 
-class AdaptedClassifier(CleanInputMixin, VersionedPickleMixin, ShortReprMixin,
-                        ClassifierMixin, BaseEstimator):
+class AdaptedClassifier(CleanInputMixin, CheapParamsMixin, VersionedPickleMixin,
+                        ShortReprMixin, ClassifierMixin, BaseEstimator):
     """Base class of the per-task classifiers that ``adapt`` returns.
 
     Handles scikit-learn's input validation and the mapping between the
@@ -380,8 +412,8 @@ class AdaptedClassifier(CleanInputMixin, VersionedPickleMixin, ShortReprMixin,
         return self.classes_[np.argmax(proba, axis=1)]
 
 
-class AdaptedRegressor(CleanInputMixin, VersionedPickleMixin, ShortReprMixin,
-                       RegressorMixin, BaseEstimator):
+class AdaptedRegressor(CleanInputMixin, CheapParamsMixin, VersionedPickleMixin,
+                       ShortReprMixin, RegressorMixin, BaseEstimator):
     """Base class of the per-task regressors that ``adapt`` returns.
 
     Handles parameter and input validation; subclasses implement

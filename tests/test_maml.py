@@ -465,7 +465,7 @@ def test_fast_validation_leaves_errors_to_the_full_one(maml, test_tasks):
 
 
 def test_linear_plan_equals_functional_call():
-    from skmeta.maml._core import _linear_plan
+    from skmeta.maml._plan import linear_plan
     X = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
     for module in (MLP(5, (7, 3), 2), MLP(5, (4,)),
                    torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Tanh(),
@@ -477,7 +477,7 @@ def test_linear_plan_equals_functional_call():
         torch.testing.assert_close(learner._call(weights, X), expected)
     odd = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Dropout(),
                               torch.nn.Linear(3, 2))
-    assert _linear_plan(odd) is None
+    assert linear_plan(odd) is None
 
 
 def test_predict_adapts_all_tasks_batched_not_one_by_one(maml, test_tasks,
@@ -516,15 +516,20 @@ def test_chunk_plan_is_probed_once_per_task_shape_and_changes_nothing(monkeypatc
         torch.testing.assert_close(cached, fresh.grad)
 
 
-def test_divergence_verdict_sees_non_finite_weights_and_overflowing_sums():
-    from skmeta.maml._estimators import _verdict
-    losses = torch.ones(3), torch.ones(3)
+def test_divergence_check_sees_non_finite_weights_and_overflowing_sums():
+    from skmeta.maml._estimators import _divergence
+    ones = torch.ones(3)
     fast = {"w": torch.ones(3, 2, 2), "b": torch.ones(3, 2)}
-    fast["w"][1, 0, 1] = float("nan")
     fast["b"][2, 1] = float("-inf")
-    assert _verdict(fast, *losses).tolist() == [False, True, True]
+    assert _divergence(fast, ones, ones) == (2, "non-finite weights or support loss")
+    fast["w"][1, 0, 1] = float("nan")
+    assert _divergence(fast, ones, ones)[0] == 1
+    assert _divergence(fast, torch.tensor([1.0, float("nan"), 1.0]), ones)[0] == 2
     huge = {"w": torch.full((2, 4), 3e38)}  # finite weights whose sum overflows
-    assert _verdict(huge, torch.ones(2), torch.ones(2)).tolist() == [False, False]
+    assert _divergence(huge, torch.ones(2), torch.ones(2)) is None
+    runaway = _divergence(huge, torch.ones(2), torch.tensor([1.0, 2e3]))
+    assert runaway == (1, "the support loss rose from 1 before the steps to "
+                          "2e+03 after them")
 
 
 @pytest.mark.parametrize("classification", [False, True])
@@ -612,3 +617,54 @@ def test_batchnorm_modules_group_tasks_by_exact_shape():
     groups = net.collate(model._check_tasks(tasks)).groups
     assert len(groups) == len({(len(t.X_support), len(t.X_query)) for t in tasks})
     assert all(g.support_mask is None and g.query_mask is None for g in groups)
+
+
+def written_out_cases():
+    """(module, adapted names, classification, n_way) for the written-out
+    inner gradient: every activation, a bias-free layer, ANIL's head only,
+    fewer classes than outputs."""
+    torch.manual_seed(0)
+
+    def sequential(outputs):
+        return torch.nn.Sequential(
+            torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 5, bias=False),
+            torch.nn.Sigmoid(), torch.nn.Linear(5, outputs))
+
+    return [(MLP(3, (8, 8), 4), None, True, 4),
+            (MLP(3, (8, 8), 4), None, True, 2),
+            (MLP(3, (8,), 1), None, False, 0),
+            (sequential(4), None, True, 3),
+            (sequential(4), ["4.weight", "4.bias"], True, 4),
+            (sequential(1), ["2.weight", "4.bias"], False, 0)]
+
+
+@pytest.mark.parametrize("case", range(len(written_out_cases())))
+@pytest.mark.parametrize("masked", [False, True])
+def test_written_out_inner_gradient_equals_autograd(case, masked):
+    module, adapted, classification, n_way = written_out_cases()[case]
+    learner = FunctionalLearner(module, 0.1, adapted, classification)
+    assert learner._plan is not None
+    generator = torch.Generator().manual_seed(case)
+    X = torch.randn(7, 3, generator=generator)
+    y = (torch.randint(0, max(n_way, 1), (7,), generator=generator)
+         if classification else torch.randn(7, generator=generator))
+    mask = torch.tensor([1.0, 1, 0, 1, 1, 0, 1]) if masked else None
+    weights = {name: w.detach() + 0.05 for name, w in learner.init.items()}
+    ours = learner._inner_gradient()(weights, X, y, n_way, mask)
+    theirs = torch.func.grad_and_value(learner._task_loss)(weights, X, y, n_way, mask)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("classification", [False, True])
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "anil"])
+def test_written_out_path_equals_autograds_meta_gradient(algorithm, classification,
+                                                         monkeypatch):
+    tasks = ragged_tasks(classification)
+    model = (MAMLClassifier(tiny_net_classifier(), inner_lr=0.3) if classification
+             else None)
+    ours = meta_gradient(algorithm, tasks, model, inner_steps=3)
+    monkeypatch.setattr(FunctionalLearner, "_inner_gradient",
+                        lambda self: torch.func.grad_and_value(self._task_loss))
+    theirs = meta_gradient(algorithm, tasks, model, inner_steps=3)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -249,3 +249,13 @@ def test_lazy_collections_are_validated_as_read(digits):
     with pytest.raises(ValueError, match="^Task 5: X has 2 features, but task 0 "
                        "has 3"):
         lazy[5]
+
+
+@pytest.mark.parametrize("labels, classes", [
+    ([3, 1, 5, 7, 7, 0], [1, 3, 5]), (["b", "z", "a", "0"], ["a", "b"]),
+    ([1.5, 2.0], [2.0]), ([1, 2], [1, 2]), (["x", "y"], [1, 2])])
+def test_unseen_query_labels_are_setdiff1d(labels, classes):
+    from skmeta.tasks._validation import _unseen
+    labels, classes = np.array(labels), np.unique(classes)
+    np.testing.assert_array_equal(_unseen(labels, classes),
+                                  np.setdiff1d(labels, classes))

@@ -25,6 +25,7 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from .._nets import SkmetaNet
 from ..tasks import encode_labels
+from . import _plan as plan
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile")
 
@@ -190,7 +191,7 @@ class FunctionalLearner:
         self.fixed = {name: p for name, p in params.items() if name not in self.init}
         self.buffers = dict(module.named_buffers())
         self.classification = classification
-        self._plan = _linear_plan(module)
+        self._plan = plan.linear_plan(module)
 
     def _call(self, weights, rows):
         """The module under ``weights`` (and its own other parameters):
@@ -200,13 +201,20 @@ class FunctionalLearner:
         if self._plan is None:
             return functional_call(self.module, (weights, self.fixed, self.buffers),
                                    (rows,))
-        for op, weight, bias in self._plan:
-            if op is None:
-                rows = F.linear(rows, weights.get(weight, self.fixed.get(weight)),
-                                weights.get(bias, self.fixed.get(bias)))
-            else:
-                rows = op(rows)
-        return rows
+        return plan.run(self._plan, {**self.fixed, **weights}, rows)[0]
+
+    def _inner_gradient(self):
+        """The function (weights, rows, targets, n_way, mask) -> (gradients,
+        loss) of a task's support loss: written out for a linear plan (see
+        :mod:`._plan`), else ``torch.func.grad_and_value``."""
+        if self._plan is None:
+            return torch.func.grad_and_value(self._task_loss)
+
+        def written_out(weights, rows, targets, n_way, mask=None):
+            return plan.grad_and_value(
+                self._plan, {**self.fixed, **weights}, weights.keys(), rows,
+                targets, n_way if self.classification else 0, mask)
+        return written_out
 
     def adapt(self, X, y, n_way, steps, create_graph=False, track=True,
               losses=False, mask=None):
@@ -221,7 +229,7 @@ class FunctionalLearner:
         the first step's gradient).
         """
         init = self.init if track else {k: w.detach() for k, w in self.init.items()}
-        inner = torch.func.grad_and_value(self._task_loss)
+        inner = self._inner_gradient()
 
         def one_task(weights, rows, targets, weight):
             before = None
@@ -257,32 +265,30 @@ class FunctionalLearner:
         """
         weights = {name: w.detach() for name, w in self.init.items()}
         before = None
-        for _ in range(steps):
-            leaves = {name: w.detach().requires_grad_()
-                      for name, w in weights.items()}
-            loss, grads = self._loss_and_grads(leaves, X, y, n_way)
-            before = loss if before is None else before
-            with torch.no_grad():
-                weights = {name: self._step(name, w.detach(), g) for (name, w), g
-                           in zip(leaves.items(), grads, strict=True)}
-        after = self._loss_and_grads(weights, X, y, n_way, grads=False)[0]
+        with torch.no_grad():  # torch.func's gradients ignore it
+            for _ in range(steps):
+                loss, grads = self._loss_and_grads(weights, X, y, n_way)
+                before = loss if before is None else before
+                weights = {name: self._step(name, w, grads[name])
+                           for name, w in weights.items()}
+            after = self._loss_and_grads(weights, X, y, n_way, grads=False)[0]
         return weights, (after if before is None else before), after
 
     def _loss_and_grads(self, weights, X, y, n_way, grads=True):
-        """The mean support loss (detached) and, if ``grads``, its gradients
-        with respect to ``weights``, accumulated over row chunks."""
-        total, summed = 0.0, None
-        for start in range(0, len(X), ROW_CHUNK):
-            rows = slice(start, start + ROW_CHUNK)
-            with torch.set_grad_enabled(grads):
-                loss = self._task_loss(weights, X[rows], y[rows], n_way) * (
-                    len(X[rows]) / len(X))
-                if grads:
-                    part = torch.autograd.grad(loss, list(weights.values()))
-                    summed = part if summed is None else [
-                        a + b for a, b in zip(summed, part, strict=True)]
-            total = total + loss.detach()
-        return total, summed
+        """The mean support loss and, if ``grads``, its gradients with
+        respect to ``weights`` (a dict), accumulated over row chunks."""
+        if len(X) > ROW_CHUNK:
+            parts = [(self._loss_and_grads(weights, X[rows], y[rows], n_way, grads),
+                      len(X[rows]) / len(X)) for rows in map(
+                          slice, range(0, len(X), ROW_CHUNK),
+                          range(ROW_CHUNK, len(X) + ROW_CHUNK, ROW_CHUNK))]
+            return (sum(loss * share for (loss, _), share in parts),
+                    grads and {name: sum(part[name] * share for (_, part), share
+                                         in parts) for name in weights})
+        if not grads:
+            return self._task_loss(weights, X, y, n_way), None
+        part, loss = self._inner_gradient()(weights, X, y, n_way)
+        return loss, part
 
     def forward_one(self, fast, X):
         """The module's outputs for one task's rows under its fast weights
@@ -314,15 +320,7 @@ class FunctionalLearner:
                                      y.reshape(-1), reduction="none"
                                      ).reshape(n_tasks, n_rows), mask)
 
-    @staticmethod
-    def logits(outputs, n_way):
-        """The first ``n_way`` outputs, the logits of a task's classes."""
-        if outputs.shape[-1] < n_way:
-            raise ValueError(
-                f"A task has {n_way} classes, but the module outputs "
-                f"{outputs.shape[-1]} values per example; use a module with at "
-                "least as many outputs as the largest task has classes.")
-        return outputs if outputs.shape[-1] == n_way else outputs[..., :n_way]
+    logits = staticmethod(plan.class_logits)
 
     def _step(self, name, weights, grads):
         if isinstance(self.inner_lr, dict):  # Meta-SGD: learned rate tensors
@@ -336,38 +334,6 @@ def _mean(row_losses, mask):
     if mask is None:
         return row_losses.mean(-1)
     return (row_losses * mask).sum(-1) / mask.sum(-1)
-
-
-_ELEMENTWISE = {torch.nn.ReLU: F.relu, torch.nn.Tanh: torch.tanh,
-                torch.nn.Sigmoid: torch.sigmoid, torch.nn.Identity: None}
-
-
-def _linear_plan(module):
-    """For a module that is exactly a chain of ``Linear`` layers and
-    parameter-free elementwise activations (``skmeta.nn.MLP``, or a
-    ``Sequential`` of them), its forward pass as a list of ``(op, weight
-    name, bias name)`` (op None: a linear layer); None for any other module,
-    which then runs through ``functional_call``."""
-    from ..nn import MLP
-    if type(module) is MLP:
-        children = [(f"body.{name}", child)
-                    for name, child in module.body.named_children()]
-        children.append(("head", module.head))
-    elif type(module) is torch.nn.Sequential:
-        children = list(module.named_children())
-    else:
-        return None
-    plan = []
-    for name, child in children:
-        if type(child) is torch.nn.Linear:
-            plan.append((None, f"{name}.weight",
-                         None if child.bias is None else f"{name}.bias"))
-        elif type(child) in _ELEMENTWISE and not list(child.parameters()):
-            if _ELEMENTWISE[type(child)] is not None:
-                plan.append((_ELEMENTWISE[type(child)], None, None))
-        else:
-            return None
-    return plan
 
 
 def rows_independent(module):

@@ -1,6 +1,8 @@
 """MAMLClassifier and MAMLRegressor, and the per-task estimators their
 ``adapt`` returns."""
 
+import math
+import weakref
 from numbers import Integral, Real
 
 import numpy as np
@@ -37,9 +39,15 @@ class _AdaptedMAML:
 
     _classification = True
 
-    def _learner(self):
-        return FunctionalLearner(self.module, self.inner_lr, self.adapted,
-                                 self._classification)
+    def _learner(self, fitting=False):
+        """The functional view of the module: built when fitting, and kept
+        for predicting (outside the estimator, so neither pickles nor
+        skmeta.io files carry it)."""
+        learner = None if fitting else _LEARNERS.get(self)
+        if learner is None:
+            learner = _LEARNERS[self] = FunctionalLearner(
+                self.module, self.inner_lr, self.adapted, self._classification)
+        return learner
 
     def _scaled_X(self, X):
         if self.scaler is None:
@@ -49,7 +57,7 @@ class _AdaptedMAML:
     def _adapt_weights(self, X, y, n_way):
         # one task: plain autograd, no vmap (equal to the batched path)
         X, y = torch.from_numpy(self._scaled_X(X)), torch.from_numpy(y)
-        learner = self._learner()
+        learner = self._learner(fitting=True)
         fast, before, after = learner.adapt_one(X, y, n_way, self.inner_steps)
         _check_adaptation({name: w[None] for name, w in fast.items()},
                           (before[None], after[None]), self.inner_steps,
@@ -60,6 +68,10 @@ class _AdaptedMAML:
         X = torch.from_numpy(self._scaled_X(X))
         with torch.no_grad():
             return self._learner().forward_one(self.weights_, X)
+
+
+# fitted adapted estimator -> its FunctionalLearner
+_LEARNERS = weakref.WeakKeyDictionary()
 
 
 # --- the inner-loop guard ----------------------------------------------------
@@ -73,27 +85,30 @@ class _AdaptedMAML:
 _LOSS_GROWTH, _LOSS_MARGIN = 1e3, 10.0
 
 
-def _verdict(fast, before, after):
-    """Per task: diverged?, from the fast weights and the support losses."""
+def _divergence(fast, before, after):
+    """The first task of a chunk whose inner loop diverged, as (position,
+    what happened), or None; from its fast weights and its support losses
+    before and after the steps. Tasks whose loss is not finite before the
+    steps are left to the loss guard (their meta-learned weights are to
+    blame, not the inner loop)."""
     with torch.no_grad():
-        # a finite sum has finite terms, and one sum is ten times cheaper
-        # than isfinite on every weight; only a non-finite sum (a non-finite
-        # weight, or an overflow) is checked weight by weight
-        sums = torch.stack([w.detach().flatten(1).sum(1) for w in fast.values()])
-        finite = sums.sum(0).isfinite()
+        # a finite sum has finite terms, and one sum is ten times cheaper than
+        # isfinite on every weight; only a non-finite sum (a non-finite weight
+        # or loss, or an overflow) is checked term by term
+        weights = torch.cat([w.detach().flatten(1) for w in fast.values()], 1)
+        finite = (weights.sum(1) + after).isfinite()
         if not finite.all():
-            finite = torch.stack([w.detach().flatten(1).isfinite().all(1)
-                                  for w in fast.values()]).all(0)
-        finite = finite & after.isfinite()
-    runaway = (after > _LOSS_GROWTH * before) & (after > before + _LOSS_MARGIN)
-    return before.isfinite() & (~finite | runaway)
-
-
-def _describe(diverged, before, after, position):
-    if not torch.isfinite(after[position]):
-        return "non-finite weights or support loss"
-    return (f"the support loss rose from {before[position].item():.3g} before "
-            f"the steps to {after[position].item():.3g} after them")
+            finite = weights.isfinite().all(1) & after.isfinite()
+    for position, (ok, old, new) in enumerate(zip(
+            finite.tolist(), before.tolist(), after.tolist(), strict=True)):
+        if not math.isfinite(old):
+            continue
+        if not ok:
+            return position, "non-finite weights or support loss"
+        if new > _LOSS_GROWTH * old and new > old + _LOSS_MARGIN:
+            return position, (f"the support loss rose from {old:.3g} before the "
+                              f"steps to {new:.3g} after them")
+    return None
 
 
 def _rate(inner_lr):
@@ -104,13 +119,12 @@ def _rate(inner_lr):
 def _check_adaptation(fast, losses, steps, inner_lr, index=(0,)):
     """Raise FloatingPointError, naming the task and ``inner_lr``, if the
     inner loop diverged in any task: from the fast weights and the support
-    losses (before, after) of each task (see :func:`_verdict`)."""
-    (before, after), diverged = losses, _verdict(fast, *losses)
-    if diverged.any():
-        position = int(diverged.nonzero()[0])
+    losses (before, after) of each task (see :func:`_divergence`)."""
+    diverged = _divergence(fast, *losses)
+    if diverged:
+        position, what = diverged
         raise FloatingPointError(
-            f"Task {index[position]}: adaptation diverged "
-            f"({_describe(diverged, before, after, position)}) within {steps} "
+            f"Task {index[position]}: adaptation diverged ({what}) within {steps} "
             f"gradient steps with {_rate(inner_lr)}; use a smaller inner_lr, "
             "fewer test_inner_steps, or standardised features.")
 
@@ -125,14 +139,13 @@ class _GuardedLearner(FunctionalLearner):
         fast, before, after = super().adapt(X, y, n_way, steps,
                                             create_graph=create_graph, track=track,
                                             losses=True, mask=mask)
-        diverged = _verdict(fast, before, after)
-        if diverged.any():
-            position = int(diverged.nonzero()[0])
+        diverged = _divergence(fast, before, after)
+        if diverged:
             epoch = len(self.net.history)
             step = len(self.net.history[-1, "batches"])  # this one included
             raise FloatingPointError(
                 f"The inner loop diverged in epoch {epoch}, batch {step} "
-                f"({_describe(diverged, before, after, position)} in a task "
+                f"({diverged[1]} in a task "
                 f"after {steps} gradient steps with inner_lr={self.net.inner_lr}); "
                 "training stopped and the learner is left as it was before fit. "
                 "Use a smaller inner_lr, fewer inner_steps, or standardised "
@@ -466,7 +479,8 @@ class MAMLRegressor(MetaRegressorMixin, _MAMLLearner):
     :func:`skmeta.datasets.make_sinusoid_tasks`); variants are chosen with
     ``algorithm``. Tasks of a meta-batch are adapted together
     (``torch.func.vmap``), also when each has its own number of points
-    (they are padded to shared sizes with rows of zero weight). ``adapt`` returns a :class:`MAMLAdaptedRegressor`;
+    (they are padded to shared sizes with rows of zero weight).
+    ``adapt`` returns a :class:`MAMLAdaptedRegressor`;
     ``score`` is the mean R² over tasks.
     """ + _LEARNER_PARAMS.format(
         outputs="one output", acc="", shared=_SHARED,

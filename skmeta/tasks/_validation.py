@@ -161,7 +161,8 @@ def _split_task(X, y, task_type, query_size, seed):
 def _check_parts(X_s, y_s, X_q, y_q, task_type, require_y_query):
     X_s, y_s = _check_Xy(X_s, y_s, "X_support", "y_support", task_type)
     if task_type == "classification":
-        _check_two_classes(np.unique(y_s), "y_support")
+        classes = np.unique(y_s)
+        _check_two_classes(classes, "y_support")
     if X_q is None:
         raise ValueError("X_query is missing; give the task a query set, or "
                          "pass it as an (X, y) tuple to have it split.")
@@ -177,13 +178,23 @@ def _check_parts(X_s, y_s, X_q, y_q, task_type, require_y_query):
     y_q = _check_y(y_q, "y_query", task_type)
     _check_lengths(X_q, y_q, "X_query", "y_query")
     if task_type == "classification":
-        unseen = np.setdiff1d(y_q, y_s)
+        unseen = _unseen(y_q, classes)
         if len(unseen):
             raise ValueError(
                 f"query labels {unseen.tolist()} are not among the support "
-                f"set's classes {np.unique(y_s).tolist()}; every query class "
+                f"set's classes {classes.tolist()}; every query class "
                 "needs support examples.")
     return Task(X_s, y_s, X_q, y_q)
+
+
+def _unseen(labels, classes):
+    """The distinct ``labels`` not among ``classes`` (sorted and unique): a
+    binary search per label, several times faster than ``np.setdiff1d`` on
+    a task's few labels."""
+    if labels.dtype != classes.dtype:
+        return np.setdiff1d(labels, classes)
+    at = np.minimum(np.searchsorted(classes, labels), len(classes) - 1)
+    return np.unique(labels[classes[at] != labels])
 
 
 def _check_Xy(X, y, X_name, y_name, task_type):
