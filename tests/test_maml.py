@@ -517,17 +517,17 @@ def test_chunk_plan_is_probed_once_per_task_shape_and_changes_nothing(monkeypatc
 
 
 def test_divergence_check_sees_non_finite_weights_and_overflowing_sums():
-    from skmeta.maml._estimators import _divergence
+    from skmeta.maml._guard import divergence
     ones = torch.ones(3)
     fast = {"w": torch.ones(3, 2, 2), "b": torch.ones(3, 2)}
     fast["b"][2, 1] = float("-inf")
-    assert _divergence(fast, ones, ones) == (2, "non-finite weights or support loss")
+    assert divergence(fast, ones, ones) == (2, "non-finite weights or support loss")
     fast["w"][1, 0, 1] = float("nan")
-    assert _divergence(fast, ones, ones)[0] == 1
-    assert _divergence(fast, torch.tensor([1.0, float("nan"), 1.0]), ones)[0] == 2
+    assert divergence(fast, ones, ones)[0] == 1
+    assert divergence(fast, torch.tensor([1.0, float("nan"), 1.0]), ones)[0] == 2
     huge = {"w": torch.full((2, 4), 3e38)}  # finite weights whose sum overflows
-    assert _divergence(huge, torch.ones(2), torch.ones(2)) is None
-    runaway = _divergence(huge, torch.ones(2), torch.tensor([1.0, 2e3]))
+    assert divergence(huge, torch.ones(2), torch.ones(2)) is None
+    runaway = divergence(huge, torch.ones(2), torch.tensor([1.0, 2e3]))
     assert runaway == (1, "the support loss rose from 1 before the steps to "
                           "2e+03 after them")
 

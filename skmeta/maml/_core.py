@@ -26,6 +26,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from .._nets import SkmetaNet
 from ..tasks import encode_labels
 from . import _plan as plan
+from ._guard import check_training
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "reptile")
 
@@ -217,16 +218,16 @@ class FunctionalLearner:
         return written_out
 
     def adapt(self, X, y, n_way, steps, create_graph=False, track=True,
-              losses=False, mask=None):
+              initial_loss=False, mask=None):
         """Fast weights of every task after ``steps`` gradient steps on (X, y).
 
         ``create_graph`` keeps the inner gradients differentiable (second
         order); ``track=False`` detaches the initialisation (evaluation);
         ``mask`` (tasks, rows) weighs each row in the loss (0: padding).
         Returns a dict of tensors with a leading task dimension; with
-        ``losses=True``, also each task's support loss before and after the
-        steps (detached tensors of shape (tasks,); the first comes free with
-        the first step's gradient).
+        ``initial_loss=True``, also each task's support loss before the steps
+        (detached, of shape (tasks,); it comes free with the first step's
+        gradient).
         """
         init = self.init if track else {k: w.detach() for k, w in self.init.items()}
         inner = self._inner_gradient()
@@ -244,13 +245,7 @@ class FunctionalLearner:
         mask_dim = None if mask is None else 0
         fast, before = vmap(one_task, in_dims=(None, 0, 0, mask_dim),
                             randomness="different")(init, X, y, mask)
-        if not losses:
-            return fast
-        with torch.no_grad():
-            after = vmap(self._task_loss, in_dims=(0, 0, 0, None, mask_dim),
-                         randomness="different")(
-                {k: w.detach() for k, w in fast.items()}, X, y, n_way, mask)
-        return fast, before.detach(), after
+        return (fast, before.detach()) if initial_loss else fast
 
     def adapt_one(self, X, y, n_way, steps):
         """One task's fast weights after ``steps`` gradient steps on (X, y),
@@ -308,6 +303,16 @@ class FunctionalLearner:
     def forward(self, fast, X):
         """The module's outputs for each task's rows under its fast weights."""
         return vmap(self._call, randomness="different")(fast, X)
+
+    def forward_both(self, fast, X_support, X_query):
+        """The module's outputs for each task's support rows and query rows
+        under its fast weights: one pass over both, unless the module's rows
+        are not independent (BatchNorm)."""
+        if not rows_independent(self.module):
+            return self.forward(fast, X_support), self.forward(fast, X_query)
+        outputs = self.forward(fast, torch.cat([X_support, X_query], 1))
+        n_support = X_support.shape[1]
+        return outputs[:, :n_support], outputs[:, n_support:]
 
     def losses(self, outputs, y, n_way, mask=None):
         """Mean loss per task (over the rows ``mask`` weighs 1): a tensor of
@@ -436,10 +441,13 @@ class MAMLNet(SkmetaNet):
         if training and self.algorithm == "reptile":
             return self._reptile_chunk(learner, chunk, weight)
         second_order = training and self.algorithm != "fomaml"
-        fast = learner.adapt(chunk.X_support, chunk.y_support, chunk.n_way,
-                             self.inner_steps, create_graph=second_order,
-                             track=training, mask=chunk.support_mask)
-        outputs = learner.forward(fast, chunk.X_query)
+        fast, before = learner.adapt(
+            chunk.X_support, chunk.y_support, chunk.n_way, self.inner_steps,
+            create_graph=second_order, track=training, initial_loss=True,
+            mask=chunk.support_mask)
+        support, outputs = learner.forward_both(fast, chunk.X_support, chunk.X_query)
+        check_training(self, fast, (before, learner.losses(
+            support.detach(), chunk.y_support, chunk.n_way, chunk.support_mask)))
         loss = learner.losses(outputs, chunk.y_query, chunk.n_way,
                               chunk.query_mask).mean()
         if training:
@@ -452,15 +460,20 @@ class MAMLNet(SkmetaNet):
         meta-gradient is initialisation minus that mean)."""
         X = torch.cat([chunk.X_support, chunk.X_query], 1)
         y = torch.cat([chunk.y_support, chunk.y_query], 1)
-        fast = learner.adapt(X, y, chunk.n_way, self.inner_steps, track=False,
-                             mask=_joined_masks(chunk))
+        mask = _joined_masks(chunk)
+        fast, before = learner.adapt(X, y, chunk.n_way, self.inner_steps,
+                                     track=False, initial_loss=True, mask=mask)
+        with torch.no_grad():
+            support, outputs = learner.forward_both(fast, chunk.X_support,
+                                                    chunk.X_query)
+            after = learner.losses(torch.cat([support, outputs], 1), y,
+                                   chunk.n_way, mask)
+            check_training(self, fast, (before, after))
+            loss = learner.losses(outputs, chunk.y_query, chunk.n_way,
+                                  chunk.query_mask).mean()
         for name, param in learner.init.items():
             step = (param.detach() - fast[name].detach().mean(0)) * weight
             param.grad = step if param.grad is None else param.grad + step
-        with torch.no_grad():
-            outputs = learner.forward(fast, chunk.X_query)
-            loss = learner.losses(outputs, chunk.y_query, chunk.n_way,
-                                  chunk.query_mask).mean()
         return loss, _outputs(learner, outputs, chunk)
 
     def resolve_chunk_size(self, group, learner):

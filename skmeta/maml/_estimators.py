@@ -1,7 +1,6 @@
 """MAMLClassifier and MAMLRegressor, and the per-task estimators their
 ``adapt`` returns."""
 
-import math
 import weakref
 from numbers import Integral, Real
 
@@ -31,6 +30,7 @@ from ._core import (
     group_tasks,
     rows_independent,
 )
+from ._guard import check_adaptation
 
 
 class _AdaptedMAML:
@@ -59,7 +59,7 @@ class _AdaptedMAML:
         X, y = torch.from_numpy(self._scaled_X(X)), torch.from_numpy(y)
         learner = self._learner(fitting=True)
         fast, before, after = learner.adapt_one(X, y, n_way, self.inner_steps)
-        _check_adaptation({name: w[None] for name, w in fast.items()},
+        check_adaptation({name: w[None] for name, w in fast.items()},
                           (before[None], after[None]), self.inner_steps,
                           self.inner_lr)
         self.weights_ = fast
@@ -72,96 +72,6 @@ class _AdaptedMAML:
 
 # fitted adapted estimator -> its FunctionalLearner
 _LEARNERS = weakref.WeakKeyDictionary()
-
-
-# --- the inner-loop guard ----------------------------------------------------
-# Adaptation diverged when the fast weights or the support loss are not
-# finite, or when the support loss after the inner steps is more than
-# _LOSS_GROWTH times, and more than _LOSS_MARGIN above, the loss before them:
-# an exploding inner loop may keep finite (if huge) weights that predict
-# nothing, so finiteness alone does not notice it.
-# (Loose enough that an untrained network's first, overshooting inner steps on
-# real data are not mistaken for divergence: 2.5 -> 25 happens there.)
-_LOSS_GROWTH, _LOSS_MARGIN = 1e3, 10.0
-
-
-def _divergence(fast, before, after):
-    """The first task of a chunk whose inner loop diverged, as (position,
-    what happened), or None; from its fast weights and its support losses
-    before and after the steps. Tasks whose loss is not finite before the
-    steps are left to the loss guard (their meta-learned weights are to
-    blame, not the inner loop)."""
-    with torch.no_grad():
-        # a finite sum has finite terms, and one sum is ten times cheaper than
-        # isfinite on every weight; only a non-finite sum (a non-finite weight
-        # or loss, or an overflow) is checked term by term
-        weights = torch.cat([w.detach().flatten(1) for w in fast.values()], 1)
-        finite = (weights.sum(1) + after).isfinite()
-        if not finite.all():
-            finite = weights.isfinite().all(1) & after.isfinite()
-    for position, (ok, old, new) in enumerate(zip(
-            finite.tolist(), before.tolist(), after.tolist(), strict=True)):
-        if not math.isfinite(old):
-            continue
-        if not ok:
-            return position, "non-finite weights or support loss"
-        if new > _LOSS_GROWTH * old and new > old + _LOSS_MARGIN:
-            return position, (f"the support loss rose from {old:.3g} before the "
-                              f"steps to {new:.3g} after them")
-    return None
-
-
-def _rate(inner_lr):
-    return ("the learned inner rates (Meta-SGD, started at inner_lr)"
-            if isinstance(inner_lr, dict) else f"inner_lr={inner_lr}")
-
-
-def _check_adaptation(fast, losses, steps, inner_lr, index=(0,)):
-    """Raise FloatingPointError, naming the task and ``inner_lr``, if the
-    inner loop diverged in any task: from the fast weights and the support
-    losses (before, after) of each task (see :func:`_divergence`)."""
-    diverged = _divergence(fast, *losses)
-    if diverged:
-        position, what = diverged
-        raise FloatingPointError(
-            f"Task {index[position]}: adaptation diverged ({what}) within {steps} "
-            f"gradient steps with {_rate(inner_lr)}; use a smaller inner_lr, "
-            "fewer test_inner_steps, or standardised features.")
-
-
-class _GuardedLearner(FunctionalLearner):
-    """A FunctionalLearner whose ``adapt`` raises on a diverged inner loop
-    in meta-training (the learner is then left as it was before fit)."""
-
-    net = None  # the MAMLNet training with it
-
-    def adapt(self, X, y, n_way, steps, create_graph=False, track=True, mask=None):
-        fast, before, after = super().adapt(X, y, n_way, steps,
-                                            create_graph=create_graph, track=track,
-                                            losses=True, mask=mask)
-        diverged = _divergence(fast, before, after)
-        if diverged:
-            epoch = len(self.net.history)
-            step = len(self.net.history[-1, "batches"])  # this one included
-            raise FloatingPointError(
-                f"The inner loop diverged in epoch {epoch}, batch {step} "
-                f"({diverged[1]} in a task "
-                f"after {steps} gradient steps with inner_lr={self.net.inner_lr}); "
-                "training stopped and the learner is left as it was before fit. "
-                "Use a smaller inner_lr, fewer inner_steps, or standardised "
-                "features.")
-        return fast
-
-
-class _GuardedMAMLNet(MAMLNet):
-    """MAMLNet whose inner loops are checked by :class:`_GuardedLearner`."""
-
-    def functional_learner(self):
-        plain = super().functional_learner()
-        learner = _GuardedLearner(plain.module, plain.inner_lr, list(plain.init),
-                                  plain.classification)
-        learner.net = self
-        return learner
 
 
 _ADAPTED_PARAMS = """
@@ -313,7 +223,7 @@ class _MAMLLearner(TorchLearner):
         n_outputs = (max(len(np.unique(t.y_support)) for t in tasks)
                      if self._classification else 1)
         return NetSpec(
-            _GuardedMAMLNet, MLP if self.module is None else self.module,
+            MAMLNet, MLP if self.module is None else self.module,
             TaskDataset(tasks),
             data_kwargs={"in_features": tasks[0].X_support.shape[1],
                          "out_features": n_outputs},
@@ -353,14 +263,17 @@ class _MAMLLearner(TorchLearner):
             size = chunk_size(self.chunk_size, learner, group, self._test_steps)
             for chunk in group.chunks(size):
                 with torch.enable_grad():
-                    fast, *losses = learner.adapt(
+                    fast, before = learner.adapt(
                         chunk.X_support, chunk.y_support, chunk.n_way,
-                        self._test_steps, track=False, losses=True,
+                        self._test_steps, track=False, initial_loss=True,
                         mask=chunk.support_mask)
-                _check_adaptation(fast, losses, self._test_steps, self.inner_lr_,
-                                  chunk.index)
                 with torch.no_grad():
-                    outputs = learner.forward(fast, chunk.X_query)
+                    support, outputs = learner.forward_both(
+                        fast, chunk.X_support, chunk.X_query)
+                    after = learner.losses(support, chunk.y_support, chunk.n_way,
+                                           chunk.support_mask)
+                check_adaptation(fast, (before, after), self._test_steps,
+                                 self.inner_lr_, chunk.index)
                 for i, index in enumerate(chunk.index):
                     n_query = len(tasks[index].X_query)  # without padding
                     predictions[index] = self._decode(outputs[i, :n_query], chunk, i)
