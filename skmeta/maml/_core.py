@@ -272,14 +272,18 @@ class FunctionalLearner:
     def _loss_and_grads(self, weights, X, y, n_way, grads=True):
         """The mean support loss and, if ``grads``, its gradients with
         respect to ``weights`` (a dict), accumulated over row chunks."""
-        if len(X) > ROW_CHUNK:
-            parts = [(self._loss_and_grads(weights, X[rows], y[rows], n_way, grads),
-                      len(X[rows]) / len(X)) for rows in map(
-                          slice, range(0, len(X), ROW_CHUNK),
-                          range(ROW_CHUNK, len(X) + ROW_CHUNK, ROW_CHUNK))]
-            return (sum(loss * share for (loss, _), share in parts),
-                    grads and {name: sum(part[name] * share for (_, part), share
-                                         in parts) for name in weights})
+        if len(X) > ROW_CHUNK:  # the row chunks' shares of the mean, summed
+            total, summed = 0.0, None
+            for start in range(0, len(X), ROW_CHUNK):
+                rows = slice(start, start + ROW_CHUNK)
+                share = len(X[rows]) / len(X)
+                loss, part = self._loss_and_grads(weights, X[rows], y[rows], n_way,
+                                                  grads)
+                total = total + loss * share
+                if grads:
+                    summed = {name: g * share + (0 if summed is None else summed[name])
+                              for name, g in part.items()}
+            return total, summed
         if not grads:
             return self._task_loss(weights, X, y, n_way), None
         part, loss = self._inner_gradient()(weights, X, y, n_way)
