@@ -500,7 +500,8 @@ def chunk_size(size, learner, group, steps, plans=None):
     per_task = None if plans is None else plans.get(key)
     if per_task is None:
         n_adapted = sum(p.numel() for p in learner.init.values())
-        rows = steps * group.X_support.shape[1] + group.X_query.shape[1]
+        # inner steps, then the support rows again (the guard) and the query rows
+        rows = (steps + 1) * group.X_support.shape[1] + group.X_query.shape[1]
         per_task = (2 * (steps + 1) * n_adapted
                     + 2 * rows * _activations_per_row(learner.module, group))
         if plans is not None:
