@@ -349,6 +349,9 @@ def latency(cfg):
     one = {"skmeta adapt + predict": lambda t: model.adapt(
         t.X_support, t.y_support).predict(t.X_query),
         "plain torch.func": plain_one}
+    for label, other in _other_learners(classification, train).items():
+        one[label] = lambda t, other=other: other.adapt(
+            t.X_support, t.y_support).predict(t.X_query)
     many = {"skmeta predict(tasks)": model.predict, "plain vmap": plain_all}
     if "learn2learn" in cfg["peers"]:
         import learn2learn as l2l
@@ -376,6 +379,17 @@ def latency(cfg):
             f(tasks)
             rounds[label].append(1e3 * (time.perf_counter() - start) / len(tasks))
     return {"latency": rounds}
+
+
+def _other_learners(classification, train):
+    """The learners that adapt without gradient steps, fitted briefly: their
+    one-task latency stands beside MAML's."""
+    from skmeta import MetaBayesianRidge, ProtoNetClassifier
+    if classification:
+        return {OTHER_LATENCY: ProtoNetClassifier(
+            max_epochs=1, random_state=SEED).fit(train)}
+    return {OTHER_LATENCY: MetaBayesianRidge(
+        max_epochs=1, validation_fraction=None, random_state=SEED).fit(train)}
 
 
 def _peak_rss_mb():
@@ -452,6 +466,7 @@ SINUSOID = dict(classification=False, **{"in": 1}, hidden=(40, 40), out=1,
                 test_steps=(1, 10))
 PEERS = ("skmeta", "plain vmap loop", "learn2learn", "higher")
 UNIFORM = "skmeta, the same tasks uncut: 4 support, 11 query points each"
+OTHER_LATENCY = "skmeta, a learner without inner steps"
 ACCURACY_PEERS = ("skmeta", "learn2learn", "higher")
 
 
@@ -648,6 +663,14 @@ def markdown(speed_results, results, meta, latency_results=()):
                           if k in rounds else "" for k in (labels[2], labels[1])]
                 lines.append(f"| {r['setting']} | {way} | {' | '.join(cells)} | "
                              f"{' | '.join(ratios)} |")
+            peer = rounds.get("learn2learn clone + adapt")
+            if OTHER_LATENCY in rounds and peer:
+                other = ("ProtoNetClassifier()" if r["setting"] == "digits"
+                         else "MetaBayesianRidge()")
+                ours = rounds[OTHER_LATENCY]
+                lines.append(f"| {r['setting']} | one task, {other} | "
+                             f"{_median(ours):.3f} | | {_median(peer):.3f} | "
+                             f"{_median(np.divide(peer, ours)):.2f}x | |")
     lines += ["", "Accuracy (5-way 1-shot, 600 test episodes on unseen classes) or "
               "query MSE (600 sinusoid tasks), and peak memory (each run in its "
               "own process; resident set before training in brackets; tasks/s "
