@@ -55,13 +55,13 @@ class _AdaptedMAML:
         return self.scaler.transform_X(X).astype(np.float32)
 
     def _adapt_weights(self, X, y, n_way):
-        # one task: plain autograd, no vmap (equal to the batched path)
+        # one task: no vmap, no task dimension (equal to the batched path)
         X, y = torch.from_numpy(self._scaled_X(X)), torch.from_numpy(y)
         learner = self._learner(fitting=True)
         fast, before, after = learner.adapt_one(X, y, n_way, self.inner_steps)
         check_adaptation({name: w[None] for name, w in fast.items()},
-                          (before[None], after[None]), self.inner_steps,
-                          self.inner_lr)
+                         (before[None], after[None]), self.inner_steps,
+                         self.inner_lr)
         self.weights_ = fast
 
     def _outputs(self, X):
