@@ -67,9 +67,6 @@ def prototype_logits(embed, batch, distance="sqeuclidean"):
     """Each task's query logits against its class prototypes (mean support
     embeddings): see :func:`logits_from_prototypes`.
 
-    Distances are computed task by task, so memory grows with the largest
-    task, not with the meta-batch.
-
     Parameters
     ----------
     embed : callable
@@ -84,18 +81,65 @@ def prototype_logits(embed, batch, distance="sqeuclidean"):
     list of torch.Tensor
         One ``(n_query, n_classes)`` tensor per task.
     """
+    logits = query_logits(embed, batch, distance)
+    return [z[:, :k] for z, k in zip(logits.split(batch.query_sizes),
+                                      batch.n_classes, strict=True)]
+
+
+def query_logits(embed, batch, distance="sqeuclidean"):
+    """The query logits of a whole meta-batch, in one tensor: row ``i`` is
+    ``batch.y_query[i]``'s query row against its own task's prototypes (mean
+    support embeddings; see :func:`logits_from_prototypes`).
+
+    All tasks are computed at once, as a stack padded to the largest task
+    (no per-task Python loop, no distances between tasks): memory is the
+    meta-batch size times the largest task's query-by-classes matrix.
+    Columns past a task's classes are ``-inf``: a softmax gives them 0, so
+    the mean cross-entropy over the rows is the mean over tasks of each
+    task's mean cross-entropy, weighted by its number of query rows.
+
+    Parameters
+    ----------
+    embed : callable
+        Maps a float tensor of rows to embeddings.
+    batch : PrototypeBatch
+        On the embedding's device.
+    distance : {"sqeuclidean", "euclidean", "cosine"}, default="sqeuclidean"
+        See :func:`logits_from_prototypes`.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_query_rows, max(batch.n_classes))
+    """
     embedded = embed(torch.cat([batch.X_support, batch.X_query]))
     support, query = embedded.split([len(batch.X_support), len(batch.X_query)])
-    return [logits_from_prototypes(q, _prototypes(s, y, k), distance)
-            for s, y, q, k in zip(
-        support.split(batch.support_sizes), batch.y_support.split(batch.support_sizes),
-        query.split(batch.query_sizes), batch.n_classes, strict=True)]
-
-
-def _prototypes(embedded, labels, n_classes):
-    sums = torch.zeros(n_classes, embedded.shape[1], device=embedded.device,
-                       dtype=embedded.dtype).index_add_(0, labels, embedded)
-    return sums / torch.bincount(labels, minlength=n_classes)[:, None]
+    n_tasks, width = len(batch), max(batch.n_classes)
+    device = embedded.device
+    # support row -> its class's slot in a (n_tasks * width) stack of prototypes
+    slots = batch.y_support
+    if n_tasks > 1:
+        slots = slots + torch.arange(0, n_tasks * width, width, device=device
+                                     ).repeat_interleave(torch.as_tensor(
+                                         batch.support_sizes, device=device))
+    sums = support.new_zeros(n_tasks * width, support.shape[1]).index_add_(
+        0, slots, support)
+    counts = torch.bincount(slots, minlength=n_tasks * width).clamp_min(1)
+    prototypes = (sums / counts[:, None]).view(n_tasks, width, -1)
+    uniform = len(set(batch.query_sizes)) == 1
+    stacked = (query.view(n_tasks, batch.query_sizes[0], -1) if uniform else
+               torch.nn.utils.rnn.pad_sequence(query.split(batch.query_sizes),
+                                               batch_first=True))
+    logits = logits_from_prototypes(stacked, prototypes, distance)
+    if len(set(batch.n_classes)) > 1:
+        padding = (torch.arange(width, device=device)
+                   >= torch.as_tensor(batch.n_classes, device=device)[:, None])
+        logits = logits.masked_fill(padding[:, None, :], -torch.inf)
+    logits = logits.reshape(-1, width)
+    if not uniform:  # the real rows of the padded stack
+        rows = torch.cat([torch.arange(size, device=device) + t * stacked.shape[1]
+                          for t, size in enumerate(batch.query_sizes)])
+        logits = logits[rows]
+    return logits
 
 
 def logits_from_prototypes(query, prototypes, distance="sqeuclidean"):
@@ -103,8 +147,10 @@ def logits_from_prototypes(query, prototypes, distance="sqeuclidean"):
 
     Parameters
     ----------
-    query : torch.Tensor of shape (n_query, n_embedding)
-    prototypes : torch.Tensor of shape (n_classes, n_embedding)
+    query : torch.Tensor of shape (..., n_query, n_embedding)
+    prototypes : torch.Tensor of shape (..., n_classes, n_embedding)
+        Leading dimensions, if any, stack tasks: each task's query rows
+        against its own prototypes.
     distance : {"sqeuclidean", "euclidean", "cosine"}, default="sqeuclidean"
         "sqeuclidean": negative squared Euclidean distances (Snell et al.
         2017); "euclidean": negative Euclidean distances (as easyfsl's
@@ -113,7 +159,7 @@ def logits_from_prototypes(query, prototypes, distance="sqeuclidean"):
 
     Returns
     -------
-    torch.Tensor of shape (n_query, n_classes)
+    torch.Tensor of shape (..., n_query, n_classes)
 
     Examples
     --------
@@ -126,10 +172,10 @@ def logits_from_prototypes(query, prototypes, distance="sqeuclidean"):
     if distance not in DISTANCES:
         raise ValueError(f"distance={distance!r} is not one of {DISTANCES}.")
     if distance == "cosine":
-        return COSINE_SCALE * (torch.nn.functional.normalize(query, dim=1)
-                               @ torch.nn.functional.normalize(prototypes, dim=1).T)
-    squared = (query.square().sum(1, keepdim=True) - 2 * query @ prototypes.T
-               + prototypes.square().sum(1)).clamp_min(0)
+        return COSINE_SCALE * (torch.nn.functional.normalize(query, dim=-1)
+                               @ torch.nn.functional.normalize(prototypes, dim=-1).mT)
+    squared = (query.square().sum(-1, keepdim=True) - 2 * query @ prototypes.mT
+               + prototypes.square().sum(-1)[..., None, :]).clamp_min(0)
     if distance == "sqeuclidean":
         return -squared
     # the square root's gradient is infinite at 0: keep it off 0

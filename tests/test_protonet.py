@@ -209,6 +209,117 @@ def test_prototype_logits_match_torch_reference_for_every_distance():
         logits_from_prototypes(query, prototypes, "l1")
 
 
+# Hand-computed logits: queries (3, 4) and (0, 1) against prototypes (1, 0)
+# and (0, 2). Squared distances 20, 13 and 2, 1; cosines 0.6, 0.8 and 0, 1.
+HAND_QUERY = [[3.0, 4.0], [0.0, 1.0]]
+HAND_LOGITS = {
+    "sqeuclidean": [[-20.0, -13.0], [-2.0, -1.0]],
+    "euclidean": [[-np.sqrt(20.0), -np.sqrt(13.0)], [-np.sqrt(2.0), -1.0]],
+    "cosine": [[6.0, 8.0], [0.0, 10.0]],
+}
+# A second, three-class task: query (2, 2) against prototypes (1, 1), (2, 0)
+# and (0, 2): squared distances 2, 4, 4; cosines 1, 1/sqrt(2), 1/sqrt(2).
+HAND_LOGITS_3 = {
+    "sqeuclidean": [[-2.0, -4.0, -4.0]],
+    "euclidean": [[-np.sqrt(2.0), -2.0, -2.0]],
+    "cosine": [[10.0, 10 / np.sqrt(2.0), 10 / np.sqrt(2.0)]],
+}
+
+
+def hand_tasks():
+    """Two tasks whose prototypes are the hand computation's: class means of
+    two support rows each (task one), one row each (task two)."""
+    first = Task(np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]]),
+                 np.array(["a", "a", "b", "b"]), np.array(HAND_QUERY),
+                 np.array(["a", "b"]))
+    second = Task(np.array([[1.0, 1.0], [2.0, 0.0], [0.0, 2.0]]),
+                  np.array([0, 1, 2]), np.array([[2.0, 2.0]]), np.array([1]))
+    return first, second
+
+
+@pytest.mark.parametrize("distance", ["sqeuclidean", "euclidean", "cosine"])
+def test_each_distance_gives_the_hand_computed_logits(distance):
+    from skmeta._prototypes import logits_from_prototypes
+    query = torch.tensor(HAND_QUERY, dtype=torch.float64)
+    prototypes = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    expected = torch.tensor(HAND_LOGITS[distance], dtype=torch.float64)
+    torch.testing.assert_close(logits_from_prototypes(query, prototypes, distance),
+                               expected, rtol=1e-14, atol=1e-14)
+    # stacked tasks: each task's queries against its own prototypes
+    stacked = logits_from_prototypes(torch.stack([query, query.flip(0)]),
+                                     torch.stack([prototypes, prototypes]), distance)
+    torch.testing.assert_close(stacked, torch.stack([expected, expected.flip(0)]),
+                               rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("distance", ["sqeuclidean", "euclidean", "cosine"])
+def test_adapted_classifier_uses_the_hand_computed_logits(distance):
+    from scipy.special import softmax
+    task = hand_tasks()[0]
+    clf = PrototypeClassifier(distance=distance).fit(task.X_support, task.y_support)
+    np.testing.assert_array_equal(clf.prototypes_, [[1.0, 0.0], [0.0, 2.0]])
+    np.testing.assert_allclose(clf.predict_proba(task.X_query),
+                               softmax(HAND_LOGITS[distance], axis=1), rtol=1e-14)
+
+
+@pytest.mark.parametrize("distance", ["sqeuclidean", "euclidean", "cosine"])
+def test_training_logits_of_a_mixed_meta_batch_are_the_hand_computed_ones(
+        distance):
+    """One meta-batch of a 2-class and a 3-class task, with 2 and 1 query
+    rows: each row against its own task's prototypes, the missing third
+    class of the first task at -inf, so that the mean cross-entropy over the
+    rows is each task's own, weighted by its query rows."""
+    from skmeta._prototypes import PrototypeBatch, prototype_logits, query_logits
+    batch = PrototypeBatch.collate(list(hand_tasks()))
+    logits = query_logits(lambda X: X, batch, distance)
+    expected = torch.tensor([[*row, -np.inf] for row in HAND_LOGITS[distance]]
+                            + HAND_LOGITS_3[distance], dtype=torch.float64)
+    torch.testing.assert_close(logits, expected, rtol=1e-14, atol=1e-14)
+    per_task = prototype_logits(lambda X: X, batch, distance)
+    torch.testing.assert_close(per_task[0], expected[:2, :2], rtol=1e-14, atol=1e-14)
+    losses = [torch.nn.functional.cross_entropy(z, y) for z, y in
+              zip(per_task, batch.query_labels(), strict=True)]
+    torch.testing.assert_close(
+        torch.nn.functional.cross_entropy(logits, batch.y_query),
+        (2 * losses[0] + losses[1]) / 3, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("distance", ["sqeuclidean", "euclidean", "cosine"])
+def test_batched_logits_match_task_by_task_on_uneven_tasks(distance):
+    """Tasks of 2 to 5 classes with uneven support and query sizes, through
+    an MLP: the padded meta-batch gives each task's own logits, and finite
+    gradients (the padding takes no part)."""
+    from skmeta._prototypes import (
+        PrototypeBatch,
+        logits_from_prototypes,
+        prototype_logits,
+        query_logits,
+    )
+    rng = np.random.default_rng(0)
+    tasks = []
+    for n_way, n_support, n_query in [(2, 5, 3), (5, 7, 9), (3, 3, 1), (4, 8, 6)]:
+        y_support = np.concatenate([np.arange(n_way),
+                                    rng.integers(n_way, size=n_support - n_way)])
+        tasks.append(Task(rng.normal(size=(n_support, 6)).astype(np.float32),
+                          y_support * 10,
+                          rng.normal(size=(n_query, 6)).astype(np.float32),
+                          rng.integers(n_way, size=n_query) * 10))
+    torch.manual_seed(0)
+    embed = MLP(6, hidden_sizes=(8,))
+    batch = PrototypeBatch.collate(tasks)
+    logits = prototype_logits(embed, batch, distance)
+    for task, z in zip(tasks, logits, strict=True):
+        support = embed(torch.as_tensor(task.X_support))
+        labels = np.unique(task.y_support, return_inverse=True)[1]
+        prototypes = torch.stack([support[labels == c].mean(0)
+                                  for c in range(labels.max() + 1)])
+        torch.testing.assert_close(z, logits_from_prototypes(
+            embed(torch.as_tensor(task.X_query)), prototypes, distance))
+    torch.nn.functional.cross_entropy(query_logits(embed, batch, distance),
+                                      batch.y_query).backward()
+    assert all(torch.isfinite(p.grad).all() for p in embed.parameters())
+
+
 @pytest.mark.parametrize("distance", ["sqeuclidean", "euclidean", "cosine"])
 def test_adapted_classifier_scores_as_training_does(train_tasks, test_tasks,
                                                     distance):
