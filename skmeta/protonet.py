@@ -3,7 +3,6 @@ mean in a meta-learned embedding."""
 
 import numpy as np
 import torch
-from scipy.special import softmax
 from sklearn.utils._param_validation import StrOptions
 
 from ._learner import SHARED_CONSTRAINTS, TorchLearner, shared_params_doc
@@ -89,8 +88,8 @@ class PrototypeClassifier(AdaptedClassifier):
         prototypes = torch.from_numpy(self.prototypes_)
         for start, embedded in self._embed(X):
             logits = logits_from_prototypes(torch.from_numpy(embedded), prototypes,
-                                            self.distance).numpy()
-            proba[start:start + len(embedded)] = softmax(logits, axis=1)
+                                            self.distance)
+            proba[start:start + len(embedded)] = torch.softmax(logits, 1).numpy()
         return proba
 
 
