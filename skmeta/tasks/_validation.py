@@ -251,10 +251,9 @@ def _check_y(y, name, task_type):
         if y.dtype.kind not in "biuf":
             raise TypeError(f"{name} must be numeric for regression, got "
                             f"dtype {y.dtype}.")
-        y = y.astype(np.float64)
         _check_finite(y, name)
         _check_float32_range(y, name)
-        return y
+        return y.astype(np.float64)
     if y.dtype.kind == "f":
         _check_finite(y, name)
     elif y.dtype.kind == "O":
