@@ -5,7 +5,7 @@ subprocess (so peak memory is that run's own), with the same network, the
 same initial weights, the same hyperparameters and the same training tasks
 (each seen once; skmeta visits them in its own shuffled order)::
 
-    python benchmarks/maml.py            # full run (about 15 minutes)
+    python benchmarks/maml.py            # full run (about 20 minutes)
     python benchmarks/maml.py --quick    # smoke run
 
 Results go to benchmarks/results/maml.md and maml.json. learn2learn 0.2.0
@@ -349,9 +349,9 @@ def latency(cfg):
     one = {"skmeta adapt + predict": lambda t: model.adapt(
         t.X_support, t.y_support).predict(t.X_query),
         "plain torch.func": plain_one}
-    for label, other in _other_learners(classification, train).items():
-        one[label] = lambda t, other=other: other.adapt(
-            t.X_support, t.y_support).predict(t.X_query)
+    other = _learner_without_steps(classification, train)
+    one[OTHER_LATENCY] = lambda t: other.adapt(t.X_support, t.y_support).predict(
+        t.X_query)
     many = {"skmeta predict(tasks)": model.predict, "plain vmap": plain_all}
     if "learn2learn" in cfg["peers"]:
         import learn2learn as l2l
@@ -381,15 +381,14 @@ def latency(cfg):
     return {"latency": rounds}
 
 
-def _other_learners(classification, train):
-    """The learners that adapt without gradient steps, fitted briefly: their
-    one-task latency stands beside MAML's."""
+def _learner_without_steps(classification, train):
+    """ProtoNetClassifier (classification) or MetaBayesianRidge, fitted
+    briefly: their one-task latency stands beside MAML's."""
     from skmeta import MetaBayesianRidge, ProtoNetClassifier
     if classification:
-        return {OTHER_LATENCY: ProtoNetClassifier(
-            max_epochs=1, random_state=SEED).fit(train)}
-    return {OTHER_LATENCY: MetaBayesianRidge(
-        max_epochs=1, validation_fraction=None, random_state=SEED).fit(train)}
+        return ProtoNetClassifier(max_epochs=1, random_state=SEED).fit(train)
+    return MetaBayesianRidge(max_epochs=1, validation_fraction=None,
+                             random_state=SEED).fit(train)
 
 
 def _peak_rss_mb():
