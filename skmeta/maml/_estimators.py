@@ -274,18 +274,21 @@ class _MAMLLearner(TorchLearner):
                                            chunk.support_mask)
                 check_adaptation(fast, (before, after), self._test_steps,
                                  self.inner_lr_, chunk.index)
+                decoded = self._decode(outputs, chunk)
                 for i, index in enumerate(chunk.index):
-                    n_query = len(tasks[index].X_query)  # without padding
-                    predictions[index] = self._decode(outputs[i, :n_query], chunk, i)
+                    predicted = decoded[i, :len(tasks[index].X_query)]  # unpadded
+                    predictions[index] = (chunk.classes[i][predicted]
+                                          if self._classification else predicted)
         return predictions
 
-    def _decode(self, outputs, chunk, i):
-        if not self._classification:
-            predicted = outputs.reshape(-1).double().numpy()
-            return (predicted if self.scaler_ is None
-                    else self.scaler_.inverse_transform_y(predicted))
-        logits = FunctionalLearner.logits(outputs, chunk.n_way)
-        return chunk.classes[i][logits.argmax(-1).numpy()]
+    def _decode(self, outputs, chunk):
+        """A chunk's query predictions, (tasks, rows): targets in the user's
+        units, or class indices."""
+        if self._classification:
+            return FunctionalLearner.logits(outputs, chunk.n_way).argmax(-1).numpy()
+        predicted = outputs.reshape(len(chunk), -1).double().numpy()
+        return (predicted if self.scaler_ is None
+                else self.scaler_.inverse_transform_y(predicted))
 
 
 _SHARED = shared_params_doc(max_epochs="auto", meta_batch_size=16,
