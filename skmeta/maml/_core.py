@@ -118,16 +118,16 @@ def _buckets(encoded, pad):
     largest first, a task joins the open bucket while the padding stays
     within the bounds above (without ``pad``: tasks of the same shape
     only)."""
-    def size(row):
-        return len(row[2]), len(row[4])
-
+    sizes = [(len(row[2]), len(row[4])) for row in encoded]
+    if len(set(sizes)) == 1:  # the usual meta-batch of one shape
+        return [encoded]
     max_padding, max_task_padding = ((_MAX_PADDING, _MAX_TASK_PADDING) if pad
                                      else (1.0, 1.0))
     buckets, shape, real = [], None, 0
-    for row in sorted(encoded, key=lambda row: (sum(size(row)), size(row)),
-                      reverse=True):
-        rows = sum(size(row))
-        grown = shape and tuple(map(max, shape, size(row)))
+    for size, row in sorted(zip(sizes, encoded, strict=True),
+                            key=lambda item: (sum(item[0]), item[0]), reverse=True):
+        rows = sum(size)
+        grown = shape and tuple(map(max, shape, size))
         if grown and (sum(grown) <= max_task_padding * rows
                       and sum(grown) * (len(buckets[-1]) + 1)
                       <= max_padding * (real + rows)):
@@ -135,7 +135,7 @@ def _buckets(encoded, pad):
             shape, real = grown, real + rows
         else:
             buckets.append([row])
-            shape, real = size(row), rows
+            shape, real = size, rows
     return buckets
 
 
@@ -410,14 +410,19 @@ class MAMLNet(SkmetaNet):
         if self.algorithm == "metasgd":
             self.inner_rates_ = InnerRates(self.module_, self.inner_lr)
         self._chunk_plans = {}  # work per task, by task shape: probed once
+        self._functional = None
         self.pad_tasks_ = rows_independent(self.module_)
         return self
 
     def functional_learner(self):
-        rates = (self.inner_rates_.as_dict() if self.algorithm == "metasgd"
-                 else self.inner_lr)
-        return FunctionalLearner(self.module_, rates, self.adapted_,
-                                 self.classification)
+        """The functional view of the module (and Meta-SGD's rates), built
+        once: the optimiser updates their parameters in place."""
+        if self._functional is None:
+            rates = (self.inner_rates_.as_dict() if self.algorithm == "metasgd"
+                     else self.inner_lr)
+            self._functional = FunctionalLearner(self.module_, rates, self.adapted_,
+                                                 self.classification)
+        return self._functional
 
     def collate(self, tasks):
         return MAMLBatch(group_tasks(tasks, self.classification, self.pad_tasks_))
