@@ -16,7 +16,7 @@ from skmeta._nets import module_params
 from skmeta.datasets import make_sinusoid_tasks
 from skmeta.maml import MAMLAdaptedClassifier, MAMLAdaptedRegressor
 from skmeta.maml import _core as maml_core
-from skmeta.maml._core import FunctionalLearner, chunk_size, group_tasks
+from skmeta.maml._core import FunctionalLearner, MAMLBatch, chunk_size, group_tasks
 from skmeta.nn import MLP
 from skmeta.protonet import PrototypeClassifier
 
@@ -562,8 +562,7 @@ def test_padded_loss_and_accuracy_count_real_rows_only(classification):
     padded = net.collate(tasks)
     assert len(padded.groups) < len({(len(t.X_support), len(t.X_query))
                                      for t in tasks})
-    net.pad_tasks_ = False  # exact shapes only
-    exact = net.collate(tasks)
+    exact = MAMLBatch(group_tasks(tasks, classification, pad=False))
     (loss, accuracy), (exact_loss, exact_accuracy) = (
         net.batch_loss(batch, training=False) for batch in (padded, exact))
     assert loss.item() == pytest.approx(exact_loss.item(), rel=1e-5)
@@ -668,3 +667,12 @@ def test_written_out_path_equals_autograds_meta_gradient(algorithm, classificati
     theirs = meta_gradient(algorithm, tasks, model, inner_steps=3)
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_net_saved_before_the_cached_learner_still_trains():
+    tasks = tiny_regression_tasks() * 4
+    model = MAMLRegressor(tiny_net(), inner_lr=0.3, max_epochs=1,
+                          random_state=0).fit(tasks)
+    del vars(model.net_)["_functional"]  # as in pickles of earlier versions
+    model.partial_fit(tasks)
+    assert len(model.history_) == 2

@@ -411,13 +411,12 @@ class MAMLNet(SkmetaNet):
             self.inner_rates_ = InnerRates(self.module_, self.inner_lr)
         self._chunk_plans = {}  # work per task, by task shape: probed once
         self._functional = None
-        self.pad_tasks_ = rows_independent(self.module_)
         return self
 
     def functional_learner(self):
         """The functional view of the module (and Meta-SGD's rates), built
         once: the optimiser updates their parameters in place."""
-        if self._functional is None:
+        if vars(self).get("_functional") is None:  # also in nets saved before it
             rates = (self.inner_rates_.as_dict() if self.algorithm == "metasgd"
                      else self.inner_lr)
             self._functional = FunctionalLearner(self.module_, rates, self.adapted_,
@@ -425,7 +424,8 @@ class MAMLNet(SkmetaNet):
         return self._functional
 
     def collate(self, tasks):
-        return MAMLBatch(group_tasks(tasks, self.classification, self.pad_tasks_))
+        return MAMLBatch(group_tasks(tasks, self.classification,
+                                     rows_independent(self.module_)))
 
     def batch_loss(self, batch, training):
         learner, n_tasks = self.functional_learner(), len(batch)

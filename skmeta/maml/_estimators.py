@@ -417,3 +417,8 @@ class MAMLRegressor(MetaRegressorMixin, _MAMLLearner):
 
     # MetaLearnerMixin's per-task default comes first in the MRO
     _predict_tasks = _MAMLLearner._predict_tasks
+
+
+class _GuardedMAMLNet(MAMLNet):
+    """The name MAMLNet had in files and pickles saved before the inner-loop
+    guard moved into it; kept so that those load."""
