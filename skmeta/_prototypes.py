@@ -64,23 +64,9 @@ class PrototypeBatch:
 
 
 def prototype_logits(embed, batch, distance="sqeuclidean"):
-    """Each task's query logits against its class prototypes (mean support
-    embeddings): see :func:`logits_from_prototypes`.
-
-    Parameters
-    ----------
-    embed : callable
-        Maps a float tensor of rows to embeddings.
-    batch : PrototypeBatch
-        On the embedding's device.
-    distance : {"sqeuclidean", "euclidean", "cosine"}, default="sqeuclidean"
-        See :func:`logits_from_prototypes`.
-
-    Returns
-    -------
-    list of torch.Tensor
-        One ``(n_query, n_classes)`` tensor per task.
-    """
+    """Each task's query logits against its class prototypes, one
+    ``(n_query, n_classes)`` tensor per task: :func:`query_logits` (same
+    parameters) split by task."""
     logits = query_logits(embed, batch, distance)
     return [z[:, :k] for z, k in zip(logits.split(batch.query_sizes),
                                       batch.n_classes, strict=True)]
