@@ -1,4 +1,5 @@
 import copy
+import pickle
 import re
 
 import joblib
@@ -669,10 +670,17 @@ def test_written_out_path_equals_autograds_meta_gradient(algorithm, classificati
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_a_net_saved_before_the_cached_learner_still_trains():
+def test_a_net_saved_by_an_earlier_version_loads_and_trains():
+    from skmeta.maml._estimators import _GuardedMAMLNet
     tasks = tiny_regression_tasks() * 4
     model = MAMLRegressor(tiny_net(), inner_lr=0.3, max_epochs=1,
                           random_state=0).fit(tasks)
-    del vars(model.net_)["_functional"]  # as in pickles of earlier versions
-    model.partial_fit(tasks)
-    assert len(model.history_) == 2
+    # as pickled before: the net's former class, no cached functional learner
+    model.net_.__class__ = _GuardedMAMLNet
+    del vars(model.net_)["_functional"]
+    loaded = pickle.loads(pickle.dumps(model))
+    assert type(loaded.net_) is _GuardedMAMLNet
+    np.testing.assert_array_equal(np.concatenate(loaded.predict(tasks)),
+                                  np.concatenate(model.predict(tasks)))
+    loaded.partial_fit(tasks)
+    assert len(loaded.history_) == 2
