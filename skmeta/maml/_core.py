@@ -96,9 +96,9 @@ _MAX_PADDING, _MAX_TASK_PADDING = 2.0, 4.0
 
 
 def group_tasks(tasks, classification, pad=True):
-    """Encode and stack validated tasks into :class:`TaskGroup` s: one per
-    number of classes and size bucket (``pad``), or per exact shape (for
-    modules whose rows are not independent, such as BatchNorm's)."""
+    """Encode and stack validated tasks into groups (:class:`TaskGroup`):
+    one per number of classes and size bucket (``pad``), or per exact shape
+    (for modules whose rows are not independent, such as BatchNorm's)."""
     by_way = {}
     for index, task in enumerate(tasks):
         if classification:
