@@ -25,6 +25,7 @@ from ._learner import (
     standardize_doc,
 )
 from ._nets import NetSpec, SkmetaNet, TaskDataset, frozen_copy
+from ._padding import masked_mean, padded
 from ._scaling import TaskScaler
 from .base import (
     N_JOBS_CONSTRAINT,
@@ -120,10 +121,7 @@ def log_likelihood(y, mean, var, mask=None):
         Per task; 0 for a task without rows.
     """
     density = -0.5 * (torch.log(2 * math.pi * var) + (y - mean).square() / var)
-    if mask is None:
-        return density.mean(-1)
-    weight = mask.to(density.dtype)
-    return (density * weight).sum(-1) / weight.sum(-1).clamp_min(1)
+    return masked_mean(density, mask)
 
 
 def augment(X, body):
@@ -171,16 +169,13 @@ class RaggedBatch:
 
     @classmethod
     def collate(cls, tasks):
-        sizes = [t.n_support + t.n_query for t in tasks]
-        n, p = max(sizes), tasks[0].X_support.shape[1]
-        X = np.zeros((len(tasks), n, p), dtype=np.float32)
-        y = np.zeros((len(tasks), n))
-        valid = np.arange(n) < np.array(sizes)[:, None]
-        for i, task in enumerate(tasks):
-            X[i, :sizes[i]] = np.concatenate([task.X_support, task.X_query])
-            y[i, :sizes[i]] = np.concatenate([task.y_support, task.y_query])
-        return cls(torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy(valid),
-                   torch.tensor([t.n_support for t in tasks]))
+        X, valid = padded([np.concatenate([t.X_support, t.X_query]) for t in tasks],
+                          torch.float32)
+        y, _ = padded([np.concatenate([t.y_support, t.y_query]) for t in tasks],
+                      torch.float64)
+        valid = (torch.ones(X.shape[:2], dtype=torch.bool) if valid is None
+                 else valid.bool())
+        return cls(X, y, valid, torch.tensor([t.n_support for t in tasks]))
 
 
 def random_split(valid, generator=None):

@@ -17,13 +17,13 @@ import math
 from dataclasses import dataclass, fields
 from operator import itemgetter
 
-import numpy as np
 import torch
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _NormBase
 
 from .._nets import SkmetaNet
+from .._padding import masked_mean, padded
 from ..tasks import encode_labels
 from . import _plan as plan
 from ._guard import check_training
@@ -142,25 +142,11 @@ def _buckets(encoded, pad):
 def _stack(rows, n_way, classification):
     index, classes, X_support, y_support, X_query, y_query = zip(*rows, strict=True)
     dtype = torch.long if classification else torch.float32
-    X_support, support_mask = _padded(X_support, torch.float32)
-    X_query, query_mask = _padded(X_query, torch.float32)
-    return TaskGroup(X_support, _padded(y_support, dtype)[0], X_query,
-                     None if y_query[0] is None else _padded(y_query, dtype)[0],
+    X_support, support_mask = padded(X_support, torch.float32)
+    X_query, query_mask = padded(X_query, torch.float32)
+    return TaskGroup(X_support, padded(y_support, dtype)[0], X_query,
+                     None if y_query[0] is None else padded(y_query, dtype)[0],
                      n_way, list(index), list(classes), support_mask, query_mask)
-
-
-def _padded(arrays, dtype):
-    """Arrays stacked along a new first axis, zero-padded to the longest; and
-    the mask of real rows, or None if none is padded."""
-    length = max(len(array) for array in arrays)
-    if all(len(array) == length for array in arrays):
-        return torch.as_tensor(np.stack(arrays)).to(dtype), None
-    first = np.asarray(arrays[0])
-    stacked = np.zeros((len(arrays), length, *first.shape[1:]), first.dtype)
-    mask = np.zeros((len(arrays), length), np.float32)
-    for i, array in enumerate(arrays):
-        stacked[i, :len(array)], mask[i, :len(array)] = array, 1.0
-    return torch.as_tensor(stacked).to(dtype), torch.as_tensor(mask)
 
 
 class FunctionalLearner:
@@ -301,8 +287,8 @@ class FunctionalLearner:
             logits = self.logits(outputs, n_way)
             if mask is None:
                 return F.cross_entropy(logits, targets)
-            return _mean(F.cross_entropy(logits, targets, reduction="none"), mask)
-        return _mean((outputs.reshape(targets.shape) - targets).square(), mask)
+            return masked_mean(F.cross_entropy(logits, targets, reduction="none"), mask)
+        return masked_mean((outputs.reshape(targets.shape) - targets).square(), mask)
 
     def forward(self, fast, X):
         """The module's outputs for each task's rows under its fast weights."""
@@ -323,9 +309,9 @@ class FunctionalLearner:
         shape (tasks,)."""
         n_tasks, n_rows = y.shape
         if not self.classification:
-            return _mean((outputs.reshape(n_tasks, n_rows) - y).square(), mask)
+            return masked_mean((outputs.reshape(n_tasks, n_rows) - y).square(), mask)
         logits = self.logits(outputs, n_way)
-        return _mean(F.cross_entropy(logits.reshape(n_tasks * n_rows, n_way),
+        return masked_mean(F.cross_entropy(logits.reshape(n_tasks * n_rows, n_way),
                                      y.reshape(-1), reduction="none"
                                      ).reshape(n_tasks, n_rows), mask)
 
@@ -335,14 +321,6 @@ class FunctionalLearner:
         if isinstance(self.inner_lr, dict):  # Meta-SGD: learned rate tensors
             return weights - self.inner_lr[name] * grads
         return torch.add(weights, grads, alpha=-self.inner_lr)
-
-
-def _mean(row_losses, mask):
-    """Mean over the last (row) axis, of the rows ``mask`` weighs 1 when
-    given."""
-    if mask is None:
-        return row_losses.mean(-1)
-    return (row_losses * mask).sum(-1) / mask.sum(-1)
 
 
 def rows_independent(module):
