@@ -684,3 +684,16 @@ def test_a_net_saved_by_an_earlier_version_loads_and_trains():
                                   np.concatenate(model.predict(tasks)))
     loaded.partial_fit(tasks)
     assert len(loaded.history_) == 2
+
+
+def test_a_failed_refit_leaves_the_adapted_estimator_as_it_was():
+    X, y = np.random.default_rng(0).normal(size=(2, 6, 2))
+    head = ["2.weight", "2.bias"]  # ANIL-like: the body stays the module's
+    reg = MAMLAdaptedRegressor(tiny_net(), inner_lr=0.1, adapted=head).fit(X, y[:, 0])
+    before = reg.predict(X)
+    torch.manual_seed(1)
+    other = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(),
+                                torch.nn.Linear(4, 1))
+    with pytest.raises(FloatingPointError, match="adaptation diverged"):
+        reg.set_params(module=other, inner_lr=1e30, inner_steps=3).fit(X, y[:, 0])
+    np.testing.assert_array_equal(reg.predict(X), before)

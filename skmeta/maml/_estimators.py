@@ -39,14 +39,17 @@ class _AdaptedMAML:
 
     _classification = True
 
-    def _learner(self, fitting=False):
-        """The functional view of the module: built when fitting, and kept
-        for predicting (outside the estimator, so neither pickles nor
-        skmeta.io files carry it)."""
-        learner = None if fitting else _LEARNERS.get(self)
+    def _new_learner(self):
+        return FunctionalLearner(self.module, self.inner_lr, self.adapted,
+                                 self._classification)
+
+    def _learner(self):
+        """The functional view of the module the weights were fitted with:
+        kept by a successful fit for predicting (outside the estimator, so
+        neither pickles nor skmeta.io files carry it)."""
+        learner = _LEARNERS.get(self)
         if learner is None:
-            learner = _LEARNERS[self] = FunctionalLearner(
-                self.module, self.inner_lr, self.adapted, self._classification)
+            learner = _LEARNERS[self] = self._new_learner()
         return learner
 
     def _scaled_X(self, X):
@@ -57,12 +60,12 @@ class _AdaptedMAML:
     def _adapt_weights(self, X, y, n_way):
         # one task: no vmap, no task dimension (equal to the batched path)
         X, y = torch.from_numpy(self._scaled_X(X)), torch.from_numpy(y)
-        learner = self._learner(fitting=True)
+        learner = self._new_learner()
         fast, before, after = learner.adapt_one(X, y, n_way, self.inner_steps)
         check_adaptation({name: w[None] for name, w in fast.items()},
                          (before[None], after[None]), self.inner_steps,
                          self.inner_lr)
-        self.weights_ = fast
+        self.weights_, _LEARNERS[self] = fast, learner  # only once it succeeded
 
     def _outputs(self, X):
         X = torch.from_numpy(self._scaled_X(X))
